@@ -1,0 +1,287 @@
+"""``flask`` commands. They call the same service functions as the web views.
+
+Every command that changes data prints what it did; ``--json`` prints it for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from configparser import ConfigParser
+from typing import Any
+
+import click
+from babel.messages.frontend import CommandLineInterface
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from . import addresses, config
+from .i18n import validated
+from .mail import devmailbox, outbox
+from .services import system, topics
+
+topics_cli = AppGroup("topics", help="Manage the topics people can subscribe to.")
+outbox_cli = AppGroup("outbox", help="Deliver and inspect queued emails.")
+mail_cli = AppGroup("mail", help="Email diagnostics.")
+devmail_cli = AppGroup("devmail", help="The development mailbox (debug only).")
+translations_cli = AppGroup("translations", help="Extract, update and compile the catalogues.")
+
+
+def register(app: Flask) -> None:
+    for group in (topics_cli, outbox_cli, mail_cli, devmail_cli, translations_cli):
+        app.cli.add_command(group)
+
+
+def _emit(as_json: bool, data: Any, text: str) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, default=str) if as_json else text)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(2)
+
+
+# --- topics -------------------------------------------------------------------------------
+
+_topic_options = [
+    click.option("--name-nl"),
+    click.option("--name-fr"),
+    click.option("--name-en"),
+    click.option("--description-nl"),
+    click.option("--description-fr"),
+    click.option("--description-en"),
+    click.option("--purpose"),
+    click.option("--position", type=int),
+]
+
+
+def _with_topic_options(func: Any) -> Any:
+    for option in reversed(_topic_options):
+        func = option(func)
+    return func
+
+
+def _topic_fields(kwargs: dict[str, Any], public: bool | None) -> dict[str, Any]:
+    fields = {k: v for k, v in kwargs.items() if v is not None}
+    if public is not None:
+        fields["is_public"] = public
+    return fields
+
+
+@topics_cli.command("add")
+@click.argument("slug")
+@_with_topic_options
+@click.option("--public/--private", default=True, help="Shown on the public signup form.")
+@click.option("--json", "as_json", is_flag=True)
+def topics_add(slug: str, public: bool, as_json: bool, **kwargs: Any) -> None:
+    """Create a topic named in nl, fr and en."""
+    try:
+        topic = topics.add(slug, **_topic_fields(kwargs, public))
+    except topics.TopicError as exc:
+        _fail(str(exc))
+    _emit(as_json, topics.as_dict(topic), f"Added topic {topic.slug} ({topic.name_en}).")
+
+
+@topics_cli.command("update")
+@click.argument("slug")
+@_with_topic_options
+@click.option("--public/--private", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def topics_update(slug: str, public: bool | None, as_json: bool, **kwargs: Any) -> None:
+    """Change a topic's names, descriptions, purpose, visibility or position."""
+    try:
+        topic = topics.update(slug, **_topic_fields(kwargs, public))
+    except topics.TopicError as exc:
+        _fail(str(exc))
+    _emit(as_json, topics.as_dict(topic), f"Updated topic {topic.slug}.")
+
+
+@topics_cli.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def topics_list(as_json: bool) -> None:
+    """List every topic, public and private."""
+    found = topics.all_topics()
+    if as_json:
+        _emit(True, [topics.as_dict(t) for t in found], "")
+        return
+    if not found:
+        click.echo("No topics yet. Add one with `flask topics add SLUG --name-nl ... `.")
+    for topic in found:
+        visibility = "public" if topic.is_public else "private"
+        click.echo(
+            f"{topic.slug:<24} {visibility:<8} {topic.name_nl} / {topic.name_fr} / {topic.name_en}"
+        )
+
+
+@topics_cli.command("remove")
+@click.argument("slug")
+def topics_remove(slug: str) -> None:
+    """Delete a topic that never had a subscriber."""
+    try:
+        topics.remove(slug)
+    except topics.TopicError as exc:
+        _fail(str(exc))
+    click.echo(f"Removed topic {slug}.")
+
+
+@topics_cli.command("seed")
+def topics_seed() -> None:
+    """Load three example topics, only into a database that has none."""
+    added = topics.seed_examples()
+    if added:
+        click.echo(f"Loaded {len(added)} example topics: {', '.join(t.slug for t in added)}.")
+    else:
+        click.echo("Topics exist already; nothing loaded.")
+
+
+# --- outbox -------------------------------------------------------------------------------
+
+
+@outbox_cli.command("work")
+@click.option("--once", is_flag=True, help="Deliver everything that is due, then exit.")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--poll-interval", type=float, default=None, help="Seconds between polls when idle.")
+@click.option("--json", "as_json", is_flag=True)
+def outbox_work(
+    once: bool, batch_size: int | None, poll_interval: float | None, as_json: bool
+) -> None:
+    """Run the outbox worker (any number may run at once on PostgreSQL)."""
+    worker = outbox.Worker(batch_size=batch_size, poll_interval=poll_interval)
+    if not once:
+        config_ = current_app.config
+        click.echo(
+            f"Outbox worker {worker.name} sending through {config_['MAIL_SERVER']}:{config_['MAIL_PORT']}"
+            " (Ctrl-C to stop)."
+        )
+
+    def progress(report: outbox.BatchReport) -> None:
+        if not as_json:
+            click.echo(
+                f"batch: {report.sent} sent, {report.retried} to retry, {report.failed} failed"
+            )
+
+    total = worker.run(once=once, on_batch=progress)
+    summary = {"sent": total.sent, "retried": total.retried, "failed": total.failed}
+    _emit(
+        as_json,
+        summary,
+        f"Done: {total.sent} sent, {total.retried} to retry, {total.failed} failed.",
+    )
+
+
+@outbox_cli.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def outbox_status(as_json: bool) -> None:
+    """Count queued, sent and failed emails."""
+    counts = outbox.counts()
+    _emit(as_json, counts, ", ".join(f"{k}: {v}" for k, v in counts.items()))
+
+
+# --- mail ---------------------------------------------------------------------------------
+
+
+@mail_cli.command("send-test")
+@click.argument("address")
+@click.option("--language", default="en", show_default=True, help="nl, fr or en")
+@click.option("--json", "as_json", is_flag=True)
+def mail_send_test(address: str, language: str, as_json: bool) -> None:
+    """Queue a test email to ADDRESS; `flask outbox work` delivers it."""
+    if not validated(language):
+        _fail("--language must be one of nl, fr, en")
+    try:
+        row = system.send_test_message(address, language.lower())
+    except addresses.InvalidAddress as exc:
+        _fail(f"not a usable email address ({exc.reason})")
+    data = {"id": row.id, "message_id": row.message_id, "to": addresses.mask(row.to_address)}
+    _emit(as_json, data, f"Queued test message {row.id} ({row.message_id}) to {data['to']}.")
+
+
+# --- development mailbox ------------------------------------------------------------------
+
+
+@devmail_cli.command("serve")
+@click.option("--port", type=int, default=None)
+def devmail_serve(port: int | None) -> None:
+    """Catch every email on 127.0.0.1 and show it at /dev/mailbox."""
+    if not current_app.config["DEV_MAILBOX"]:
+        _fail("the development mailbox only runs with debug on and no FLASK_MAIL_SERVER set")
+    port = port or int(current_app.config["DEV_MAILBOX_PORT"])
+    controller = devmailbox.serve(current_app._get_current_object(), "127.0.0.1", port)  # type: ignore[attr-defined]
+    click.echo(f"Development mailbox listening on 127.0.0.1:{port}; read it at /dev/mailbox.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        controller.stop()
+
+
+# --- translations -------------------------------------------------------------------------
+
+
+def _babel_options(section: str) -> dict[str, str]:
+    parser = ConfigParser()
+    parser.read(config.PROJECT_ROOT / "setup.cfg")
+    return dict(parser[section])
+
+
+def _pybabel(*args: str) -> None:
+    CommandLineInterface().run(["pybabel", "-q", *args])
+
+
+@translations_cli.command("extract")
+def translations_extract() -> None:
+    """Write translations/messages.pot from the code and templates (setup.cfg settings)."""
+    options = _babel_options("extract_messages")
+    root = config.PROJECT_ROOT
+    keywords = []
+    for keyword in options["keywords"].split():
+        keywords += ["-k", keyword]
+    _pybabel(
+        "extract",
+        "-F",
+        str(root / options["mapping_file"]),
+        *keywords,
+        "-w",
+        options["width"],
+        "--sort-by-file",
+        "--project",
+        options["project"],
+        "--copyright-holder",
+        options["copyright_holder"],
+        "--msgid-bugs-address",
+        options["msgid_bugs_address"],
+        "-o",
+        str(root / options["output_file"]),
+        str(root),
+    )
+    click.echo(f"Extracted {options['output_file']}.")
+
+
+@translations_cli.command("update")
+def translations_update() -> None:
+    """Extract, then merge new strings into the nl and fr catalogues."""
+    translations_extract.callback()  # type: ignore[misc]
+    options = _babel_options("update_catalog")
+    root = config.PROJECT_ROOT
+    _pybabel(
+        "update",
+        "-i",
+        str(root / options["input_file"]),
+        "-d",
+        str(root / options["output_dir"]),
+        "-w",
+        _babel_options("extract_messages")["width"],
+        "--no-fuzzy-matching",
+    )
+    click.echo("Updated the nl and fr catalogues; translate the new entries.")
+
+
+@translations_cli.command("compile")
+def translations_compile() -> None:
+    """Compile the .po catalogues to .mo (done by `make`; the .mo files are not committed)."""
+    options = _babel_options("compile_catalog")
+    _pybabel("compile", "-d", str(config.PROJECT_ROOT / options["directory"]), "--statistics")
+    click.echo("Compiled the catalogues.")

@@ -1,0 +1,134 @@
+"""Settings: defaults in code, then ``FLASK_*`` environment variables, then a test mapping.
+
+Every key here can be set as ``FLASK_<KEY>`` (Flask's ``from_prefixed_env`` parses the value
+as JSON when it can, so ``FLASK_MAIL_PORT=587`` is an int and ``FLASK_MAIL_USE_TLS=true`` a
+bool). The README documents each key in one table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+TRANSLATIONS_DIR = PROJECT_ROOT / "translations"
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+
+#: The languages of the service. English is the source language of every string.
+SUPPORTED_LOCALES: tuple[str, ...] = ("nl", "fr", "en")
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot run the service safely; the message names the variable to set."""
+
+
+DEFAULTS: dict[str, Any] = {
+    "SITE_NAME": "Preference Center",
+    # Links in emails are built from SERVER_NAME and this scheme, never from a request's Host.
+    "PREFERRED_URL_SCHEME": "https",
+    "SECRET_KEY_FALLBACKS": [],
+    # 0 = not behind a proxy. N = trust N hops of X-Forwarded-For/-Proto/-Host/-Prefix.
+    "PROXY_FIX_HOPS": 0,
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "BABEL_DEFAULT_LOCALE": "en",
+    "BABEL_DEFAULT_TIMEZONE": "Europe/Brussels",
+    "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_SECURE": True,
+    # Mail transport (Flask-Mail keys plus our hardening).
+    "MAIL_SERVER": None,
+    "MAIL_PORT": 25,
+    "MAIL_USE_TLS": False,
+    "MAIL_USE_SSL": False,
+    "MAIL_USERNAME": None,
+    "MAIL_PASSWORD": None,
+    "MAIL_DEFAULT_SENDER": "Preference Center <no-reply@localhost>",
+    "MAIL_TIMEOUT": 10.0,
+    "MAIL_SSL_CA_FILE": None,
+    # Flask-Mail suppresses sending when TESTING is on; our tests use a real SMTP server.
+    "MAIL_SUPPRESS_SEND": False,
+    # Outbox worker.
+    "OUTBOX_BATCH_SIZE": 50,
+    "OUTBOX_POLL_INTERVAL": 2.0,
+    "OUTBOX_RETRY_BASE": 60,
+    "OUTBOX_RETRY_MAX": 3600,
+    "OUTBOX_RETRY_PERIOD": 5 * 24 * 3600,
+    "OUTBOX_HARD_BOUNCE_LIMIT": 3,
+    # Rate limits (Flask-Limiter). memory:// is per process; use redis:// with several workers.
+    "RATELIMIT_STORAGE_URI": "memory://",
+    "RATELIMIT_HEADERS_ENABLED": False,
+    "RATELIMIT_DEFAULT": "300 per minute",
+    # Development mailbox: an SMTP catcher plus /dev/mailbox, only with debug on.
+    "DEV_MAILBOX": None,
+    "DEV_MAILBOX_PORT": 8025,
+    "SQLITE_BUSY_TIMEOUT": 30.0,
+}
+
+
+def load(app: Flask, test_config: dict[str, Any] | None) -> None:
+    """Fill ``app.config`` in the documented order and refuse settings that are unsafe."""
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env()
+    if test_config:
+        app.config.from_mapping(test_config)
+    development = bool(app.config.get("DEBUG")) or app.debug
+    testing = bool(app.config.get("TESTING"))
+
+    app.config.setdefault(
+        "SQLALCHEMY_DATABASE_URI",
+        f"sqlite:///{Path(app.instance_path) / 'preference-center.sqlite3'}",
+    )
+
+    if not app.config.get("SECRET_KEY"):
+        if development:
+            app.config["SECRET_KEY"] = _development_secret(Path(app.instance_path))
+        elif not testing:
+            raise ConfigurationError(
+                "FLASK_SECRET_KEY is not set. Generate one with "
+                '`python -c "import secrets; print(secrets.token_hex(32))"` and set it in the '
+                "environment or in .env; the service never runs in production with a default secret."
+            )
+
+    if development:
+        # Plain http on the developer's machine, and a cookie that works without TLS.
+        app.config["SESSION_COOKIE_SECURE"] = False
+        if app.config["DEV_MAILBOX"] is None:
+            app.config["DEV_MAILBOX"] = app.config["MAIL_SERVER"] is None
+        if app.config["DEV_MAILBOX"]:
+            app.config["MAIL_SERVER"] = "127.0.0.1"
+            app.config["MAIL_PORT"] = app.config["DEV_MAILBOX_PORT"]
+            app.config["MAIL_USE_TLS"] = app.config["MAIL_USE_SSL"] = False
+    else:
+        # The development mailbox never exists in production, whatever the settings say.
+        app.config["DEV_MAILBOX"] = False
+    if app.config["MAIL_SERVER"] is None:
+        app.config["MAIL_SERVER"] = "127.0.0.1"
+
+    if not app.config.get("TRUSTED_HOSTS") and app.config.get("SERVER_NAME"):
+        # A request for any other host gets 400, so no Host header can leak into a page.
+        host = urlsplit("//" + app.config["SERVER_NAME"]).hostname
+        hosts = [host]
+        if development:
+            hosts += ["localhost", "127.0.0.1"]
+        app.config["TRUSTED_HOSTS"] = sorted({h for h in hosts if h})
+
+
+def _development_secret(instance_path: Path) -> str:
+    """Return the development secret, generated once and kept in the instance folder.
+
+    Kept on disk so that links in the development mailbox survive a restart of ``make run``.
+    """
+    path = instance_path / "dev-secret-key"
+    if path.exists():
+        return path.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32)
+    path.write_text(secret)
+    path.chmod(0o600)
+    return secret

@@ -1,0 +1,194 @@
+"""Turn an outbox row into a MIME message: templates in the recipient's language, safe headers.
+
+Templates live in ``templates/email/<name>/`` as ``subject.txt``, ``body.txt`` and optionally
+``body.html``. A template may need values that only exist at send time (a token whose
+lifetime starts when the email leaves, for instance); it registers a context builder with
+:func:`context_builder`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.headerregistry import Address as HeaderAddress
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate, getaddresses, make_msgid
+from typing import Any
+
+import flask_mail
+import idna
+from flask import current_app, render_template
+from flask_babel import force_locale
+from jinja2 import TemplateError, TemplateNotFound
+
+from ..i18n import email_language
+from ..models import OutboxMessage
+
+#: RFC 5322 allows 998 octets per line; folding a List-Unsubscribe header at 78 has broken
+#: DKIM with some signers, so we only fold what is really long.
+POLICY = SMTP.clone(max_line_length=998)
+
+#: Longest display name put in a header; longer names are cut (catalogue E9).
+MAX_DISPLAY_NAME = 78
+
+ContextBuilder = Callable[[OutboxMessage], dict[str, Any]]
+_builders: dict[str, ContextBuilder] = {}
+
+
+def context_builder(template: str) -> Callable[[ContextBuilder], ContextBuilder]:
+    """Register a function that adds send-time values to ``template``'s context."""
+
+    def register(func: ContextBuilder) -> ContextBuilder:
+        _builders[template] = func
+        return func
+
+    return register
+
+
+class BadHeaderError(flask_mail.BadHeaderError):
+    """A header value would contain a line break: refused before anything is sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str | None
+    language: str
+
+
+def render(row: OutboxMessage) -> Rendered:
+    """Render ``row`` in its recipient's language, or whole in English if that fails (E10)."""
+    language = email_language(row.language)
+    context = dict(row.context or {})
+    context.update(
+        recipient_name=row.to_name,
+        site_name=current_app.config["SITE_NAME"],
+        language=language,
+    )
+    builder = _builders.get(row.template)
+    if builder is not None:
+        context.update(builder(row))
+    try:
+        return _render(row.template, language, context)
+    except TemplateNotFound:
+        raise
+    except TemplateError:
+        if language == "en":
+            raise
+        current_app.logger.exception(
+            "email template %r failed in %r; sending it in English", row.template, language
+        )
+        return _render(row.template, "en", {**context, "language": "en"})
+
+
+def _render(template: str, language: str, context: dict[str, Any]) -> Rendered:
+    with force_locale(language):
+        subject = render_template(f"email/{template}/subject.txt", **context)
+        text = render_template(f"email/{template}/body.txt", **context)
+        try:
+            html: str | None = render_template(f"email/{template}/body.html", **context)
+        except TemplateNotFound:
+            html = None
+    # A subject is one line, whatever the template's whitespace.
+    return Rendered(" ".join(subject.split()), text, html, language)
+
+
+class OutboxMail(flask_mail.Message):
+    """Flask-Mail's message with the header handling we need.
+
+    Flask-Mail 0.10 checks only some headers for CR/LF, converts IDN domains with the IDNA 2003
+    codec and folds every header at 78 characters. Here recipients are already IDNA 2008 ASCII
+    (``addresses.parse``), every header is checked, and the MIME tree is built with the modern
+    ``email`` API.
+    """
+
+    def __init__(self, *, to_name: str | None, message_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.to_name = to_name
+        self.msgId = message_id
+
+    def all_headers(self) -> dict[str, str]:
+        headers = {
+            "Subject": self.subject or "",
+            "From": _sender(self.sender),
+            "To": _format_address(self.to_name, self.recipients[0]),
+            "Date": formatdate(self.date or time.time(), localtime=False),
+            "Message-ID": self.msgId,
+        }
+        if self.reply_to:
+            headers["Reply-To"] = str(self.reply_to)
+        headers.update(self.extra_headers or {})
+        return headers
+
+    def has_bad_headers(self) -> bool:
+        return any(_has_line_break(k) or _has_line_break(v) for k, v in self.all_headers().items())
+
+    def _message(self) -> EmailMessage:  # type: ignore[override]
+        if self.has_bad_headers():
+            raise BadHeaderError("a header value contains a line break")
+        message = EmailMessage(policy=POLICY)
+        for name, value in self.all_headers().items():
+            message[name] = value
+        message.set_content(self.body or "", charset="utf-8")
+        if self.html:
+            message.add_alternative(self.html, subtype="html", charset="utf-8")
+        return message
+
+
+def build(row: OutboxMessage, rendered: Rendered) -> OutboxMail:
+    """The message for ``row``; raises :class:`BadHeaderError` before anything leaves."""
+    return OutboxMail(
+        subject=rendered.subject,
+        recipients=[row.to_address],
+        body=rendered.text,
+        html=rendered.html,
+        sender=current_app.config["MAIL_DEFAULT_SENDER"],
+        to_name=row.to_name,
+        message_id=row.message_id,
+        extra_headers={"Content-Language": rendered.language},
+    )
+
+
+def new_message_id() -> str:
+    """A Message-ID in the sender's domain, minted once per outbox row."""
+    return make_msgid(domain=sender_domain())
+
+
+def sender_domain() -> str:
+    sender = current_app.config["MAIL_DEFAULT_SENDER"]
+    address = getaddresses([sender])[0][1] if isinstance(sender, str) else sender[1]
+    domain = address.rpartition("@")[2] or "localhost"
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return "localhost"
+
+
+def _sender(sender: str | tuple[str, str]) -> str:
+    if isinstance(sender, tuple):
+        return _format_address(*sender)
+    name, address = getaddresses([sender])[0]
+    return _format_address(name or None, address)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _format_address(name: str | None, address: str) -> str:
+    if _has_line_break(address):
+        raise BadHeaderError("line break in an address")
+    if not name:
+        return address
+    # Control characters never belong in a name; long names are cut, not refused (E9).
+    clean = _CONTROL.sub(" ", name).strip()[:MAX_DISPLAY_NAME]
+    local, _, domain = address.rpartition("@")
+    return str(HeaderAddress(display_name=clean, username=local, domain=domain))
+
+
+def _has_line_break(value: object) -> bool:
+    text = str(value)
+    return "\r" in text or "\n" in text

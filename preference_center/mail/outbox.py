@@ -1,0 +1,337 @@
+"""The outbox: emails are rows written with the change that causes them, sent by a worker.
+
+A web request never talks SMTP. The worker claims due rows with a lease, sends each over one
+reused SMTP connection, and marks each row sent in its own short transaction, so:
+
+* two workers never send the same row (the claim is an atomic conditional UPDATE, with
+  ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so workers don't queue behind each other);
+* a worker killed mid-batch loses nothing: its lease expires and the rows go out again,
+  with the same Message-ID (at-least-once; at most the message in flight is repeated);
+* temporary failures back off exponentially, permanent ones are recorded and never retried.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import joinedload
+
+from .. import addresses
+from ..extensions import db
+from ..models import Contact, OutboxMessage, OutboxStatus, utcnow
+from . import messages
+from .transport import Outcome, SMTPConnection, classify
+
+
+def enqueue(
+    template: str,
+    to: addresses.Address,
+    language: str,
+    *,
+    to_name: str | None = None,
+    context: dict[str, Any] | None = None,
+    contact: Contact | None = None,
+) -> OutboxMessage:
+    """Add an email to the caller's transaction; it leaves only if the caller commits."""
+    row = OutboxMessage(
+        message_id=messages.new_message_id(),
+        template=template,
+        to_address=to.ascii,
+        to_name=to_name,
+        language=language,
+        context=context or {},
+        contact=contact,
+    )
+    db.session.add(row)
+    return row
+
+
+@dataclass
+class BatchReport:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _free() -> Any:
+    now = utcnow()
+    return or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until < now)
+
+
+def claim(worker: str, limit: int, lease: timedelta) -> list[OutboxMessage]:
+    """Lease up to ``limit`` due rows to ``worker`` and return them (committed)."""
+    now = utcnow()
+    due = (
+        select(OutboxMessage.id)
+        .where(
+            OutboxMessage.status == OutboxStatus.PENDING,
+            OutboxMessage.next_attempt_at <= now,
+            _free(),
+        )
+        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .limit(limit)
+    )
+    if db.session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    # The repeated "free" condition makes the UPDATE a compare-and-set: on SQLite, where
+    # there is no row locking, a row another worker leased in between is simply not taken.
+    ids = db.session.scalars(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(due.scalar_subquery()), _free())
+        .values(locked_by=worker, locked_until=now + lease)
+        .returning(OutboxMessage.id)
+    ).all()
+    db.session.commit()
+    if not ids:
+        return []
+    rows = db.session.scalars(
+        select(OutboxMessage)
+        .options(joinedload(OutboxMessage.contact))
+        .where(OutboxMessage.id.in_(ids))
+        .order_by(OutboxMessage.id)
+    ).all()
+    # Detached, the rows are not expired by the per-message commits below (which would
+    # reload each of them); the worker only reads them.
+    for row in rows:
+        if row.contact is not None and row.contact in db.session:
+            db.session.expunge(row.contact)
+        db.session.expunge(row)
+    db.session.commit()  # end the read transaction: never idle inside one while sending
+    return list(rows)
+
+
+def _finish(row_id: int, worker: str, **values: Any) -> None:
+    """Record the result of one row, only if our lease still holds it."""
+    db.session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == row_id, OutboxMessage.locked_by == worker)
+        .values(locked_by=None, locked_until=None, **values)
+    )
+    db.session.commit()
+
+
+def _backoff(attempts: int) -> timedelta:
+    config = current_app.config
+    delay = min(config["OUTBOX_RETRY_BASE"] * 2 ** max(attempts - 1, 0), config["OUTBOX_RETRY_MAX"])
+    # Jitter spreads retries so that a recovering server isn't hit by every worker at once.
+    return timedelta(seconds=delay * random.uniform(0.9, 1.1))  # noqa: S311
+
+
+def _retry_or_give_up(row: OutboxMessage, worker: str, error: str) -> bool:
+    """Schedule another attempt, or fail the row once the retry period is over."""
+    attempts = row.attempts + 1
+    expired = utcnow() - row.created_at > timedelta(
+        seconds=current_app.config["OUTBOX_RETRY_PERIOD"]
+    )
+    if expired:
+        _finish(row.id, worker, attempts=attempts, status=OutboxStatus.FAILED, last_error=error)
+        return False
+    _finish(
+        row.id,
+        worker,
+        attempts=attempts,
+        next_attempt_at=utcnow() + _backoff(attempts),
+        last_error=error,
+    )
+    return True
+
+
+def _record_hard_bounce(row: OutboxMessage) -> None:
+    if row.contact_id is not None:
+        db.session.execute(
+            update(Contact)
+            .where(Contact.id == row.contact_id)
+            .values(hard_bounces=Contact.hard_bounces + 1)
+        )
+        db.session.commit()
+
+
+def _bounced_out(row: OutboxMessage) -> bool:
+    contact = row.contact
+    limit = current_app.config["OUTBOX_HARD_BOUNCE_LIMIT"]
+    return contact is not None and contact.hard_bounces >= limit
+
+
+def deliver(
+    rows: Sequence[OutboxMessage],
+    worker: str,
+    connection: SMTPConnection | None,
+    lease_ends: Callable[[], bool],
+) -> tuple[BatchReport, SMTPConnection | None]:
+    """Send ``rows`` over ``connection`` (opened on first use); return it for reuse."""
+    report = BatchReport(claimed=len(rows))
+    for index, row in enumerate(rows):
+        if lease_ends():
+            # Too close to the end of our lease: another worker may take these rows soon,
+            # so stop rather than risk sending one twice. They stay due.
+            _release(rows[index:], worker)
+            break
+        if _bounced_out(row):
+            _finish(row.id, worker, status=OutboxStatus.FAILED, last_error="hard bounce limit")
+            report.failed += 1
+            continue
+        try:
+            message = messages.build(row, messages.render(row))
+        except messages.BadHeaderError as exc:
+            _finish(row.id, worker, status=OutboxStatus.FAILED, last_error=str(exc))
+            report.failed += 1
+            continue
+        try:
+            if connection is None:
+                connection = SMTPConnection()
+                connection.host = connection.configure_host()
+            connection.send(message)
+        except Exception as exc:  # classify() re-raises anything that is not a mail error
+            outcome, error = classify(exc)
+            report.errors.append(error)
+            current_app.logger.warning(
+                "outbox %s to %s: %s", row.id, addresses.mask(row.to_address), error
+            )
+            if outcome is Outcome.PERMANENT:
+                _finish(
+                    row.id,
+                    worker,
+                    attempts=row.attempts + 1,
+                    status=OutboxStatus.FAILED,
+                    last_error=error,
+                )
+                _record_hard_bounce(row)
+                report.failed += 1
+                continue
+            if _retry_or_give_up(row, worker, error):
+                report.retried += 1
+            else:
+                report.failed += 1
+            if outcome is Outcome.CONNECTION:
+                # The server is gone: every other row of the batch waits for the same backoff.
+                for rest in rows[index + 1 :]:
+                    _retry_or_give_up(rest, worker, error)
+                    report.retried += 1
+                _close(connection)
+                return report, None
+            continue
+        _finish(
+            row.id,
+            worker,
+            status=OutboxStatus.SENT,
+            sent_at=utcnow(),
+            attempts=row.attempts + 1,
+            last_error=None,
+        )
+        report.sent += 1
+    return report, connection
+
+
+def _release(rows: Sequence[OutboxMessage], worker: str) -> None:
+    db.session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_([r.id for r in rows]), OutboxMessage.locked_by == worker)
+        .values(locked_by=None, locked_until=None)
+    )
+    db.session.commit()
+
+
+def _close(connection: SMTPConnection | None) -> None:
+    if connection is not None:
+        connection.__exit__(None, None, None)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{random.randrange(1 << 16):04x}"  # noqa: S311
+
+
+class Worker:
+    """Runs the outbox until stopped (SIGINT/SIGTERM finish the message in flight first)."""
+
+    def __init__(
+        self,
+        batch_size: int | None = None,
+        poll_interval: float | None = None,
+        name: str | None = None,
+    ) -> None:
+        config = current_app.config
+        self.name = name or worker_name()
+        self.batch_size = batch_size or int(config["OUTBOX_BATCH_SIZE"])
+        self.poll_interval = (
+            poll_interval if poll_interval is not None else float(config["OUTBOX_POLL_INTERVAL"])
+        )
+        timeout = float(config["MAIL_TIMEOUT"])
+        # Every SMTP step is bounded by the timeout; allow a few per message, plus margin.
+        self.per_message = timedelta(seconds=timeout * 4)
+        self.lease = self.per_message * self.batch_size + timedelta(seconds=60)
+        self.stopping = False
+        self.total = BatchReport()
+
+    def stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def run(
+        self, once: bool = False, on_batch: Callable[[BatchReport], None] | None = None
+    ) -> BatchReport:
+        """Process batches; with ``once``, stop when nothing is due any more."""
+        if not once:
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        connection: SMTPConnection | None = None
+        try:
+            while not self.stopping:
+                rows = claim(self.name, self.batch_size, self.lease)
+                if not rows:
+                    _close(connection)
+                    connection = None
+                    if once:
+                        break
+                    time.sleep(self.poll_interval)
+                    continue
+                deadline = utcnow() + self.lease - self.per_message
+                report, connection = deliver(
+                    rows, self.name, connection, lease_ends=lambda d=deadline: utcnow() >= d
+                )
+                self._add(report)
+                if on_batch:
+                    on_batch(report)
+                if once and report.sent == 0 and report.failed == 0:
+                    break  # only retries left, all scheduled for later
+        finally:
+            _close(connection)
+            db.session.rollback()
+        return self.total
+
+    def _add(self, report: BatchReport) -> None:
+        self.total.claimed += report.claimed
+        self.total.sent += report.sent
+        self.total.retried += report.retried
+        self.total.failed += report.failed
+        self.total.errors.extend(report.errors)
+
+
+def counts() -> dict[str, int]:
+    """Rows per status, for ``flask outbox status`` and monitoring."""
+    result = {status.value: 0 for status in OutboxStatus}
+    rows = db.session.execute(
+        select(OutboxMessage.status, db.func.count()).group_by(OutboxMessage.status)
+    ).all()
+    for status, number in rows:
+        result[status.value] = number
+    due = db.session.scalar(
+        select(db.func.count())
+        .select_from(OutboxMessage)
+        .where(
+            OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.next_attempt_at <= utcnow()
+        )
+    )
+    result["due"] = due or 0
+    db.session.rollback()
+    return result

@@ -1,0 +1,94 @@
+"""SMTP delivery through Flask-Mail, hardened, and a classification of what went wrong.
+
+Flask-Mail 0.10 opens ``smtplib.SMTP`` without a timeout and calls ``starttls()`` without an
+SSL context, which in smtplib means *no certificate verification*. ``Connection`` below keeps
+Flask-Mail's sending path and replaces only how the connection is opened.
+"""
+
+from __future__ import annotations
+
+import enum
+import smtplib
+import ssl
+from types import TracebackType
+
+import flask_mail
+from flask import current_app
+
+
+class SMTPConnection(flask_mail.Connection):
+    """A Flask-Mail connection with a socket timeout and verified TLS (catalogue E2, E6)."""
+
+    def __init__(self) -> None:
+        super().__init__(current_app.extensions["mail"])
+
+    def configure_host(self) -> smtplib.SMTP | smtplib.SMTP_SSL:
+        config = current_app.config
+        timeout = float(config["MAIL_TIMEOUT"])
+        context = ssl.create_default_context(cafile=config.get("MAIL_SSL_CA_FILE"))
+        host: smtplib.SMTP | smtplib.SMTP_SSL
+        if self.mail.use_ssl:
+            host = smtplib.SMTP_SSL(
+                self.mail.server, self.mail.port, timeout=timeout, context=context
+            )
+        else:
+            host = smtplib.SMTP(self.mail.server, self.mail.port, timeout=timeout)
+        try:
+            if self.mail.use_tls:
+                host.starttls(context=context)
+            if self.mail.username and self.mail.password:
+                host.login(self.mail.username, self.mail.password)
+        except BaseException:
+            host.close()
+            raise
+        return host
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Flask-Mail calls quit(), which raises again on a connection that already broke and
+        # would hide the original error.
+        if self.host is not None:
+            try:
+                self.host.quit()
+            except (smtplib.SMTPException, OSError):
+                self.host.close()
+            self.host = None
+
+
+class Outcome(enum.Enum):
+    SENT = "sent"
+    RETRY = "retry"  # 4xx for this message: try it again later, keep the connection
+    PERMANENT = "permanent"  # 5xx for this message: never again
+    CONNECTION = "connection"  # the server or the link failed: retry later, reconnect
+
+
+def classify(exc: BaseException) -> tuple[Outcome, str]:
+    """Map an exception from sending one message to what the worker should do about it."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, text = next(iter(exc.recipients.values()))
+        return _by_code(code, text)
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        # Wrong credentials are an operator problem: back off, keep the queue (E7).
+        return Outcome.CONNECTION, f"authentication failed: {exc.smtp_code}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        if exc.smtp_code == 421:
+            return Outcome.CONNECTION, _describe(exc.smtp_code, exc.smtp_error)
+        return _by_code(exc.smtp_code, exc.smtp_error)
+    if isinstance(exc, (smtplib.SMTPException, OSError, ssl.SSLError)):
+        return Outcome.CONNECTION, f"{type(exc).__name__}: {exc}"
+    raise exc
+
+
+def _by_code(code: int, text: bytes | str) -> tuple[Outcome, str]:
+    outcome = Outcome.PERMANENT if 500 <= code < 600 else Outcome.RETRY
+    return outcome, _describe(code, text)
+
+
+def _describe(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {text}"[:500]

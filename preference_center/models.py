@@ -1,0 +1,286 @@
+"""The data model: contacts, topics, subscriptions, the consent ledger and the outbox.
+
+Models hold data and small invariants only; they never commit. State changes happen in the
+service functions, which write the consent ledger and the outbox in the same transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, timezone-aware: the only clock the models use."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC and returns aware UTC, so SQLite and PostgreSQL behave the same.
+
+    SQLite has no time zone type; without this, values read back would be naive and every
+    comparison with ``utcnow()`` would raise.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use preference_center.models.utcnow()")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # VARCHAR rather than a native enum: adding a value later is then a code change, not a
+    # migration that PostgreSQL can't run inside a transaction.
+    return Enum(
+        cls,
+        native_enum=False,
+        length=32,
+        validate_strings=True,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class AddressKind(enum.StrEnum):
+    PERSONAL = "personal"
+    ROLE = "role"  # info@, sales@, ...: an impersonal address of an organisation
+    DISPOSABLE = "disposable"
+
+
+class ContactSource(enum.StrEnum):
+    FORM = "form"
+    IMPORT = "import"
+    API = "api"
+    CLI = "cli"
+
+
+class SubscriptionStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+class ConsentAction(enum.StrEnum):
+    REQUESTED = "requested"
+    CONFIRMED = "confirmed"
+    WITHDRAWN = "withdrawn"
+    UPDATED = "updated"
+    REPERMISSION_SENT = "repermission-sent"
+    OBJECTED = "objected"
+    ERASED = "erased"
+    BOUNCED = "bounced"
+
+
+class OutboxStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"  # permanent: a 5xx reply, too many bounces, or retries exhausted
+
+
+class Contact(db.Model):
+    """A person (or an organisation's role address) we may email, identified by address."""
+
+    __tablename__ = "contact"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Stable, opaque id given to the mailing list; never the database id.
+    public_id: Mapped[str] = mapped_column(
+        String(36), unique=True, default=lambda: str(uuid.uuid4())
+    )
+    #: Canonical form used for lookups and uniqueness (see addresses.canonical).
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    #: The address as the person typed it (Unicode domain kept), for display.
+    email_display: Mapped[str] = mapped_column(String(254))
+    first_name: Mapped[str | None] = mapped_column(String(100))
+    last_name: Mapped[str | None] = mapped_column(String(100))
+    company: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str] = mapped_column(String(2), default="en")
+    source: Mapped[ContactSource] = mapped_column(_enum(ContactSource))
+    address_kind: Mapped[AddressKind] = mapped_column(
+        _enum(AddressKind), default=AddressKind.PERSONAL
+    )
+    #: Permanent delivery failures; at OUTBOX_HARD_BOUNCE_LIMIT no more mail is sent.
+    hard_bounces: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    subscriptions: Mapped[list[Subscription]] = relationship(
+        back_populates="contact", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    def __repr__(self) -> str:
+        return f"<Contact {self.id} {self.language}>"  # no address: reprs end up in logs
+
+
+class Topic(db.Model):
+    """Something a person can subscribe to, named and described in every language."""
+
+    __tablename__ = "topic"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name_nl: Mapped[str] = mapped_column(String(120))
+    name_fr: Mapped[str] = mapped_column(String(120))
+    name_en: Mapped[str] = mapped_column(String(120))
+    description_nl: Mapped[str] = mapped_column(Text, default="")
+    description_fr: Mapped[str] = mapped_column(Text, default="")
+    description_en: Mapped[str] = mapped_column(Text, default="")
+    #: Why we process data for this topic, for the register of processing (Art. 30).
+    purpose: Mapped[str] = mapped_column(Text, default="")
+    is_public: Mapped[bool] = mapped_column(default=True)
+    position: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def name(self, language: str) -> str:
+        """The topic's name in ``language``, falling back to English."""
+        return getattr(self, f"name_{language}", None) or self.name_en
+
+    def description(self, language: str) -> str:
+        """The topic's description in ``language``, falling back to English."""
+        return getattr(self, f"description_{language}", None) or self.description_en
+
+
+class Subscription(db.Model):
+    """One contact's relation to one topic. ``version`` makes concurrent updates detectable."""
+
+    __tablename__ = "subscription"
+    __table_args__ = (UniqueConstraint("contact_id", "topic_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"))
+    topic_id: Mapped[int] = mapped_column(ForeignKey("topic.id", ondelete="RESTRICT"))
+    status: Mapped[SubscriptionStatus] = mapped_column(
+        _enum(SubscriptionStatus), default=SubscriptionStatus.PENDING
+    )
+    frequency: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(default=1)
+
+    contact: Mapped[Contact] = relationship(back_populates="subscriptions")
+    topic: Mapped[Topic] = relationship()
+
+    # Optimistic locking: an UPDATE that finds another version raises StaleDataError.
+    __mapper_args__ = {"version_id_col": version}
+
+
+class ConsentText(db.Model):
+    """A published consent statement. Never edited: a change is a new version."""
+
+    __tablename__ = "consent_text"
+    __table_args__ = (UniqueConstraint("kind", "language", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), default="signup")
+    language: Mapped[str] = mapped_column(String(2))
+    version: Mapped[int]
+    body: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @staticmethod
+    def hash_body(body: str) -> str:
+        """The SHA-256 of the exact text shown, so a record proves what the person read."""
+        return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+class ConsentEvent(db.Model):
+    """The append-only consent ledger: one row per consent given, changed or withdrawn.
+
+    Rows are never updated except to scrub personal data (IP and user agent after the
+    retention period, the contact link on erasure); see ``_ledger_is_append_only``.
+    """
+
+    __tablename__ = "consent_event"
+    __table_args__ = (Index("ix_consent_event_contact_occurred", "contact_id", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id", ondelete="SET NULL"))
+    topic_id: Mapped[int | None] = mapped_column(ForeignKey("topic.id", ondelete="SET NULL"))
+    action: Mapped[ConsentAction] = mapped_column(_enum(ConsentAction))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: web-form, preference-page, one-click, import, api, cli...
+    channel: Mapped[str] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    language: Mapped[str] = mapped_column(String(2))
+    consent_text_id: Mapped[int | None] = mapped_column(ForeignKey("consent_text.id"))
+    consent_text_sha256: Mapped[str | None] = mapped_column(String(64))
+    import_batch_id: Mapped[int | None]
+    #: Message-ID of the email involved (the confirmation request, for instance).
+    message_id: Mapped[str | None] = mapped_column(String(255))
+
+
+#: Columns of the ledger that may change after insert: only to remove personal data.
+LEDGER_SCRUBBABLE = frozenset({"contact_id", "ip", "user_agent"})
+
+
+@event.listens_for(ConsentEvent, "before_update")
+def _ledger_is_append_only(mapper: Any, connection: Any, target: ConsentEvent) -> None:
+    changed = {attr.key for attr in db.inspect(target).attrs if attr.history.has_changes()}
+    if changed - LEDGER_SCRUBBABLE:
+        raise ValueError(f"the consent ledger is append-only; refused to change {changed}")
+
+
+class OutboxMessage(db.Model):
+    """An email to send, written in the same transaction as the change that causes it.
+
+    The worker claims rows with a lease (``locked_by``/``locked_until``), sends them and marks
+    them sent one by one, so a crash repeats at most the message in flight (at-least-once,
+    with the same Message-ID).
+    """
+
+    __tablename__ = "outbox_message"
+    __table_args__ = (Index("ix_outbox_message_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Stable Message-ID, the same on every delivery attempt of this row.
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    template: Mapped[str] = mapped_column(String(64))
+    #: The address exactly as given to SMTP: the canonical address, domain in IDNA 2008 ASCII.
+    to_address: Mapped[str] = mapped_column(String(254))
+    to_name: Mapped[str | None] = mapped_column(String(100))
+    language: Mapped[str] = mapped_column(String(2))
+    #: Template variables: opaque ids and plain values, never secrets or tokens.
+    context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contact.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[OutboxStatus] = mapped_column(_enum(OutboxStatus), default=OutboxStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    locked_by: Mapped[str | None] = mapped_column(String(64))
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    contact: Mapped[Contact | None] = relationship()

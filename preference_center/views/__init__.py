@@ -1,0 +1,1 @@
+"""HTTP adapters: each view validates input, calls one service function and renders."""
