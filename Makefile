@@ -20,7 +20,7 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 install: $(BIN)/.installed
 
 translations: install
-	$(BIN)/flask translations compile
+	$(BIN)/python -m preference_center.translations compile
 
 # `make run`: install, migrate, compile translations, seed example topics, then start the web
 # app, the outbox worker and the development mailbox; Ctrl-C stops all three.

@@ -13,10 +13,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import config
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+def create_app(
+    test_config: dict[str, Any] | None = None, instance_path: str | None = None
+) -> Flask:
     """Build the application: settings, extensions, blueprints, error pages and commands."""
     app = Flask(
         __name__,
+        instance_path=instance_path,
         instance_relative_config=True,
         template_folder=str(config.TEMPLATES_DIR),
     )

@@ -8,15 +8,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from configparser import ConfigParser
 from typing import Any
 
 import click
-from babel.messages.frontend import CommandLineInterface
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from . import addresses, config
+from . import addresses, translations
 from .i18n import validated
 from .mail import devmailbox, outbox
 from .services import system, topics
@@ -25,12 +23,13 @@ topics_cli = AppGroup("topics", help="Manage the topics people can subscribe to.
 outbox_cli = AppGroup("outbox", help="Deliver and inspect queued emails.")
 mail_cli = AppGroup("mail", help="Email diagnostics.")
 devmail_cli = AppGroup("devmail", help="The development mailbox (debug only).")
-translations_cli = AppGroup("translations", help="Extract, update and compile the catalogues.")
 
 
 def register(app: Flask) -> None:
-    for group in (topics_cli, outbox_cli, mail_cli, devmail_cli, translations_cli):
+    for group in (topics_cli, outbox_cli, mail_cli, devmail_cli):
         app.cli.add_command(group)
+    # Also runnable without an app (and so without settings): python -m preference_center.translations
+    app.cli.add_command(translations.cli)
 
 
 def _emit(as_json: bool, data: Any, text: str) -> None:
@@ -216,72 +215,3 @@ def devmail_serve(port: int | None) -> None:
         pass
     finally:
         controller.stop()
-
-
-# --- translations -------------------------------------------------------------------------
-
-
-def _babel_options(section: str) -> dict[str, str]:
-    parser = ConfigParser()
-    parser.read(config.PROJECT_ROOT / "setup.cfg")
-    return dict(parser[section])
-
-
-def _pybabel(*args: str) -> None:
-    CommandLineInterface().run(["pybabel", "-q", *args])
-
-
-@translations_cli.command("extract")
-def translations_extract() -> None:
-    """Write translations/messages.pot from the code and templates (setup.cfg settings)."""
-    options = _babel_options("extract_messages")
-    root = config.PROJECT_ROOT
-    keywords = []
-    for keyword in options["keywords"].split():
-        keywords += ["-k", keyword]
-    _pybabel(
-        "extract",
-        "-F",
-        str(root / options["mapping_file"]),
-        *keywords,
-        "-w",
-        options["width"],
-        "--sort-by-file",
-        "--project",
-        options["project"],
-        "--copyright-holder",
-        options["copyright_holder"],
-        "--msgid-bugs-address",
-        options["msgid_bugs_address"],
-        "-o",
-        str(root / options["output_file"]),
-        str(root),
-    )
-    click.echo(f"Extracted {options['output_file']}.")
-
-
-@translations_cli.command("update")
-def translations_update() -> None:
-    """Extract, then merge new strings into the nl and fr catalogues."""
-    translations_extract.callback()  # type: ignore[misc]
-    options = _babel_options("update_catalog")
-    root = config.PROJECT_ROOT
-    _pybabel(
-        "update",
-        "-i",
-        str(root / options["input_file"]),
-        "-d",
-        str(root / options["output_dir"]),
-        "-w",
-        _babel_options("extract_messages")["width"],
-        "--no-fuzzy-matching",
-    )
-    click.echo("Updated the nl and fr catalogues; translate the new entries.")
-
-
-@translations_cli.command("compile")
-def translations_compile() -> None:
-    """Compile the .po catalogues to .mo (done by `make`; the .mo files are not committed)."""
-    options = _babel_options("compile_catalog")
-    _pybabel("compile", "-d", str(config.PROJECT_ROOT / options["directory"]), "--statistics")
-    click.echo("Compiled the catalogues.")

@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_RETRY_MAX": 3600,
     "OUTBOX_RETRY_PERIOD": 5 * 24 * 3600,
     "OUTBOX_HARD_BOUNCE_LIMIT": 3,
+    "OUTBOX_ALERT_AFTER": 5,
     # Rate limits (Flask-Limiter). memory:// is per process; use redis:// with several workers.
     "RATELIMIT_STORAGE_URI": "memory://",
     "RATELIMIT_HEADERS_ENABLED": False,

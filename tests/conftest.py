@@ -153,9 +153,17 @@ class SMTPServer:
     handler: RecordingHandler
     controller: Controller
 
+    running: bool = True
+
     @property
     def messages(self) -> list[EmailMessage]:
         return self.handler.messages
+
+    def stop(self) -> None:
+        """Stop listening: from now on connections are refused."""
+        if self.running:
+            self.controller.stop()
+            self.running = False
 
 
 def start_smtp(**controller_options: Any) -> SMTPServer:
@@ -171,7 +179,7 @@ def smtp() -> Iterator[SMTPServer]:
     """A real SMTP server on a free local port; nothing ever reaches a real mailbox."""
     server = start_smtp()
     yield server
-    server.controller.stop()
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -131,11 +131,12 @@ class OutboxMail(flask_mail.Message):
         if self.has_bad_headers():
             raise BadHeaderError("a header value contains a line break")
         message = EmailMessage(policy=POLICY)
-        for name, value in self.all_headers().items():
-            message[name] = value
         message.set_content(self.body or "", charset="utf-8")
         if self.html:
             message.add_alternative(self.html, subtype="html", charset="utf-8")
+        # Headers last: set_content() and add_alternative() move or drop Content-* headers.
+        for name, value in self.all_headers().items():
+            message[name] = value
         return message
 
 

@@ -47,7 +47,8 @@ def enqueue(
         message_id=messages.new_message_id(),
         template=template,
         to_address=to.ascii,
-        to_name=to_name,
+        # The column holds 100 characters; the header cuts further (messages.MAX_DISPLAY_NAME).
+        to_name=to_name[:100] if to_name else None,
         language=language,
         context=context or {},
         contact=contact,
@@ -132,9 +133,17 @@ def _backoff(attempts: int) -> timedelta:
 def _retry_or_give_up(row: OutboxMessage, worker: str, error: str) -> bool:
     """Schedule another attempt, or fail the row once the retry period is over."""
     attempts = row.attempts + 1
-    expired = utcnow() - row.created_at > timedelta(
-        seconds=current_app.config["OUTBOX_RETRY_PERIOD"]
-    )
+    retry_period = timedelta(seconds=current_app.config["OUTBOX_RETRY_PERIOD"])
+    expired = utcnow() - row.created_at > retry_period
+    if attempts >= current_app.config["OUTBOX_ALERT_AFTER"] or expired:
+        # Logged at ERROR so that whatever watches the logs raises an alert (E1, E7).
+        current_app.logger.error(
+            "outbox %s still undelivered after %d attempts%s: %s",
+            row.id,
+            attempts,
+            "; giving up" if expired else "",
+            error,
+        )
     if expired:
         _finish(row.id, worker, attempts=attempts, status=OutboxStatus.FAILED, last_error=error)
         return False
