@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, make_response, render_template
+from flask import Flask, Response, has_request_context, make_response, render_template
+from flask.globals import request_ctx
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -33,9 +34,12 @@ PAGE_EXPIRED = _l(
 
 
 def render_error(code: int, title: object = None, explanation: object = None) -> tuple[str, int]:
+    # A request refused before routing (a Host not in TRUSTED_HOSTS) has no URL adapter, so
+    # the page must not build links: it gets a standalone template.
+    routable = has_request_context() and request_ctx.url_adapter is not None
     return (
         render_template(
-            "errors/error.html",
+            "errors/error.html" if routable else "errors/standalone.html",
             code=code,
             title=title or TITLES.get(code, TITLES[500]),
             explanation=explanation or EXPLANATIONS.get(code, EXPLANATIONS[500]),

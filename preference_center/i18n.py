@@ -1,6 +1,6 @@
 """Language selection in one place, and the catalogue checks that keep emails whole.
 
-Order: an explicit choice (``lang`` in the query or form, remembered in the session), then the
+Order: an explicit choice (``lang`` in the query string, remembered in the session), then the
 language stored for the subscriber the request is about, then Accept-Language, then the
 configured default. Emails never use this: they are rendered under the recipient's stored
 language with ``force_locale``.
@@ -35,7 +35,8 @@ def select_locale() -> str:
     """Flask-Babel's locale selector; see the module docstring for the order."""
     if not has_request_context():
         return default_locale()  # the worker and the CLI always force the recipient's language
-    explicit = validated(request.values.get("lang"))
+    # Query string only: reading a form body here could raise again inside an error page (413).
+    explicit = validated(request.args.get("lang"))
     if explicit:
         session["lang"] = explicit
         return explicit

@@ -21,7 +21,8 @@ def maildir_path(app: Flask) -> Path:
 
 def open_maildir(app: Flask) -> mailbox.Maildir:
     path = maildir_path(app)
-    path.mkdir(parents=True, exist_ok=True)
+    # Only the parent: Maildir(create=True) makes cur/new/tmp only for a folder it creates.
+    path.parent.mkdir(parents=True, exist_ok=True)
     return mailbox.Maildir(path, factory=None, create=True)
 
 
