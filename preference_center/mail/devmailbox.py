@@ -21,9 +21,11 @@ def maildir_path(app: Flask) -> Path:
 
 def open_maildir(app: Flask) -> mailbox.Maildir:
     path = maildir_path(app)
-    # Only the parent: Maildir(create=True) makes cur/new/tmp only for a folder it creates.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return mailbox.Maildir(path, factory=None, create=True)
+    # Made here rather than by Maildir(create=True), which skips cur/new/tmp when the folder
+    # itself exists already (an empty folder left by an earlier run).
+    for folder in ("tmp", "new", "cur"):
+        (path / folder).mkdir(mode=0o700, parents=True, exist_ok=True)
+    return mailbox.Maildir(path, factory=None, create=False)
 
 
 class MaildirHandler:
