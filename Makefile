@@ -27,6 +27,7 @@ translations: install
 run: translations
 	FLASK_DEBUG=1 $(BIN)/flask db upgrade
 	FLASK_DEBUG=1 $(BIN)/flask topics seed
+	FLASK_DEBUG=1 $(BIN)/flask consent-texts seed
 	@echo ""
 	@echo "  preference-center is starting: open http://127.0.0.1:$(PORT)/"
 	@echo "  emails it sends: http://127.0.0.1:$(PORT)/dev/mailbox"

@@ -17,16 +17,18 @@ from flask.cli import AppGroup
 from . import addresses, translations
 from .i18n import validated
 from .mail import devmailbox, outbox
-from .services import system, topics
+from .services import consent, retention, system, topics
 
 topics_cli = AppGroup("topics", help="Manage the topics people can subscribe to.")
 outbox_cli = AppGroup("outbox", help="Deliver and inspect queued emails.")
 mail_cli = AppGroup("mail", help="Email diagnostics.")
 devmail_cli = AppGroup("devmail", help="The development mailbox (debug only).")
+retention_cli = AppGroup("retention", help="Delete what may no longer be kept.")
+consent_cli = AppGroup("consent-texts", help="Publish and list the consent statements.")
 
 
 def register(app: Flask) -> None:
-    for group in (topics_cli, outbox_cli, mail_cli, devmail_cli):
+    for group in (topics_cli, outbox_cli, mail_cli, devmail_cli, retention_cli, consent_cli):
         app.cli.add_command(group)
     # Also runnable without an app (and so without settings): python -m preference_center.translations
     app.cli.add_command(translations.cli)
@@ -215,3 +217,70 @@ def devmail_serve(port: int | None) -> None:
         pass
     finally:
         controller.stop()
+
+
+# --- retention ----------------------------------------------------------------------------
+
+
+@retention_cli.command("purge")
+@click.option("--json", "as_json", is_flag=True)
+def retention_purge(as_json: bool) -> None:
+    """Delete expired requests and never-confirmed contacts, truncate old IPs (run daily)."""
+    counts = retention.purge()
+    text = ", ".join(f"{kind.replace('_', ' ')}: {count}" for kind, count in counts.items())
+    _emit(as_json, counts, f"Purged: {text}.")
+
+
+# --- consent texts ------------------------------------------------------------------------
+
+
+@consent_cli.command("seed")
+def consent_seed() -> None:
+    """Publish the built-in consent texts for every language that has none."""
+    published = consent.seed_defaults()
+    if published:
+        click.echo(
+            "Published "
+            + ", ".join(f"{t.language} v{t.version}" for t in published)
+            + " of the built-in consent text."
+        )
+    else:
+        click.echo("Consent texts exist already; nothing published.")
+
+
+@consent_cli.command("publish")
+@click.option("--language", required=True, type=click.Choice(["nl", "fr", "en"]))
+@click.option("--file", "path", required=True, type=click.File("r", encoding="utf-8"))
+@click.option("--json", "as_json", is_flag=True)
+def consent_publish(language: str, path: Any, as_json: bool) -> None:
+    """Publish a new version of the signup consent text; earlier records keep theirs."""
+    try:
+        text = consent.publish(language, path.read())
+    except ValueError as exc:
+        _fail(str(exc))
+    data = {"language": text.language, "version": text.version, "sha256": text.sha256}
+    _emit(as_json, data, f"Published {text.language} v{text.version} ({text.sha256[:12]}).")
+
+
+@consent_cli.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def consent_list(as_json: bool) -> None:
+    """Every published version, oldest first."""
+    rows = [
+        {
+            "language": t.language,
+            "version": t.version,
+            "published_at": t.published_at.isoformat(),
+            "sha256": t.sha256,
+            "body": t.body,
+        }
+        for language in ("nl", "fr", "en")
+        for t in consent.history(language)
+    ]
+    if as_json:
+        _emit(True, rows, "")
+        return
+    for row in rows:
+        click.echo(
+            f"{row['language']} v{row['version']}  {row['published_at'][:19]}  {row['sha256'][:12]}"
+        )

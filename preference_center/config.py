@@ -69,6 +69,21 @@ DEFAULTS: dict[str, Any] = {
     "DEV_MAILBOX": None,
     "DEV_MAILBOX_PORT": 8025,
     "SQLITE_BUSY_TIMEOUT": 30.0,
+    # Double opt-in.
+    "EMAIL_CHECK_DELIVERABILITY": False,  # DNS lookups on signup; off so no request waits on DNS
+    "CONFIRM_TOKEN_MAX_AGE": 7 * 24 * 3600,  # counted from when the email is sent (E5)
+    "CONFIRM_EMAIL_INTERVAL": 24 * 3600,  # at most one confirmation email per address (C2)
+    "PENDING_GRACE_DAYS": 7,  # expired requests kept this long for "send me a fresh link"
+    "NOT_ME_BLOCK_DAYS": 90,  # "this was not me" blocks signup emails to the address
+    "CONFIRMATION_HOURLY_CAP": 1000,  # confirmation emails per hour, all addresses (C10)
+    "CONFIRMATION_HOURLY_CAP_PER_DOMAIN": 500,
+    "SIGNUP_RATE_LIMIT": "5 per minute; 20 per hour",  # per IP, on every route that emails (C1, C6)
+    "TOKEN_RATE_LIMIT": "30 per minute",  # per IP, on every page reached by a token (A14)
+    "SIGNUP_MIN_SECONDS": 3,  # a form sent faster than this is a bot (C5)
+    "SIGNUP_FORM_MAX_AGE": 3600,  # a form older than this is a replay (C5)
+    "CONSENT_CLIENT_DATA_MONTHS": 24,  # then IP addresses are truncated and user agents dropped (K7)
+    "SUPPRESSION_KEY": None,  # HMAC key of the suppression list; derived from SECRET_KEY if unset
+    "SUPPRESSION_KEY_FALLBACKS": [],
 }
 
 

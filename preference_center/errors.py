@@ -16,6 +16,7 @@ TITLES = {
     413: _l("This file is too large"),
     429: _l("Too many requests"),
     500: _l("Something went wrong on our side"),
+    503: _l("This service is not available at the moment"),
 }
 EXPLANATIONS = {
     400: _l("Please check the address or the form and try again."),
@@ -25,6 +26,7 @@ EXPLANATIONS = {
     413: _l("Please send a smaller file."),
     429: _l("Please wait a moment before you try again."),
     500: _l("We have been told about the problem. Please try again in a few minutes."),
+    503: _l("Please try again later."),
 }
 PAGE_EXPIRED_TITLE = _l("This page has expired")
 PAGE_EXPIRED = _l(

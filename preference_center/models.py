@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -97,10 +98,23 @@ class ConsentAction(enum.StrEnum):
     BOUNCED = "bounced"
 
 
+class RequestStatus(enum.StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"  # "this was not me", or withdrawn by an unsubscribe
+
+
+class SuppressionReason(enum.StrEnum):
+    ERASED = "erased"  # the person asked to be forgotten
+    OBJECTED = "objected"  # "never contact me" (Art. 21)
+    NOT_ME = "not-me"  # someone else's signup; blocks mail for a limited time
+
+
 class OutboxStatus(enum.StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"  # permanent: a 5xx reply, too many bounces, or retries exhausted
+    CANCELLED = "cancelled"  # no longer wanted (the request it belonged to was withdrawn)
 
 
 class Contact(db.Model):
@@ -235,6 +249,9 @@ class ConsentEvent(db.Model):
     consent_text_id: Mapped[int | None] = mapped_column(ForeignKey("consent_text.id"))
     consent_text_sha256: Mapped[str | None] = mapped_column(String(64))
     import_batch_id: Mapped[int | None]
+    #: The signup request this event belongs to (no foreign key: requests are purged, the
+    #: ledger stays).
+    request_id: Mapped[int | None] = mapped_column(index=True)
     #: Message-ID of the email involved (the confirmation request, for instance).
     message_id: Mapped[str | None] = mapped_column(String(255))
 
@@ -265,6 +282,8 @@ class OutboxMessage(db.Model):
     #: Stable Message-ID, the same on every delivery attempt of this row.
     message_id: Mapped[str] = mapped_column(String(255), unique=True)
     template: Mapped[str] = mapped_column(String(64))
+    #: transactional, confirmation (capped per hour, C10) or marketing (List-Unsubscribe).
+    category: Mapped[str] = mapped_column(String(16), default="transactional")
     #: The address exactly as given to SMTP: the canonical address, domain in IDNA 2008 ASCII.
     to_address: Mapped[str] = mapped_column(String(254))
     to_name: Mapped[str | None] = mapped_column(String(100))
@@ -284,3 +303,71 @@ class OutboxMessage(db.Model):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     contact: Mapped[Contact | None] = relationship()
+
+
+class SignupRequest(db.Model):
+    """A request to subscribe that waits for its confirmation click (double opt-in).
+
+    The confirmation link points at ``public_id`` (random, opaque); confirming flips ``status``
+    once, so a link works once and never after an unsubscribe cancelled the request.
+    """
+
+    __tablename__ = "signup_request"
+    __table_args__ = (Index("ix_signup_request_status_expires", "status", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(
+        String(32), unique=True, default=lambda: secrets.token_urlsafe(16)
+    )
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contact.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[RequestStatus] = mapped_column(
+        _enum(RequestStatus), default=RequestStatus.PENDING
+    )
+    #: Ids of the topics asked for.
+    topic_ids: Mapped[list[int]] = mapped_column(JSON)
+    language: Mapped[str] = mapped_column(String(2))
+    #: Only the first name may appear in emails; nothing else typed by a visitor does.
+    first_name: Mapped[str | None] = mapped_column(String(100))
+    #: Campaign or event label from the form's URL (a QR code at a booth, for instance).
+    source_label: Mapped[str | None] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(64), default="web-form")
+    consent_text_id: Mapped[int | None] = mapped_column(ForeignKey("consent_text.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: When the confirmation email last left; the link's lifetime counts from here (E5).
+    emailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: After this the request cannot be confirmed, purged or not (A9).
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    contact: Mapped[Contact] = relationship()
+    consent_text: Mapped[ConsentText | None] = relationship()
+
+
+class Suppression(db.Model):
+    """Addresses we must not mail, kept as a keyed HMAC of the canonical address.
+
+    Not a plain hash: a dictionary of common addresses would reverse that. The key is a
+    setting of its own and can be rotated (see ``services.suppression``).
+    """
+
+    __tablename__ = "suppression"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    reason: Mapped[SuppressionReason] = mapped_column(_enum(SuppressionReason))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: None: for good. A date: a temporary block ("this was not me").
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PurgeLog(db.Model):
+    """What the retention job removed: counts only, no personal data (K5)."""
+
+    __tablename__ = "purge_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ran_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(64))
+    count: Mapped[int]

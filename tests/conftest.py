@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 
 from preference_center import create_app
 from preference_center.extensions import db
+from preference_center.services import consent
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 REQUIRE_POSTGRES = os.environ.get("REQUIRE_POSTGRES") == "1"
@@ -260,6 +261,10 @@ def _base_config(database_url: str, port: int, **overrides: Any) -> dict[str, An
         "MAIL_TIMEOUT": 2.0,
         "MAIL_DEFAULT_SENDER": "Voorkeuren Test <news@prefs.example.be>",
         "RATELIMIT_STORAGE_URI": "memory://",
+        # Tests post forms at machine speed; the bot tests set their own values.
+        "SIGNUP_MIN_SECONDS": 0,
+        "SIGNUP_RATE_LIMIT": "1000 per minute",
+        "TOKEN_RATE_LIMIT": "1000 per minute",
     }
     config.update(overrides)
     return config
@@ -293,6 +298,10 @@ def app(
     else:
         with app.app_context():
             db.create_all()
+    with app.app_context():
+        # Every installation publishes its consent texts (`flask consent-texts seed`).
+        consent.seed_defaults()
+        db.session.remove()
     yield app
     with app.app_context():
         db.session.remove()

@@ -51,7 +51,7 @@ def test_the_start_page_speaks_the_language_the_browser_asks_for(
 
     expect(page.locator("html")).to_have_attribute("lang", language)
     expect(page.get_by_role("heading", level=1)).to_be_visible()
-    expect(page.locator(".topics li strong").first).to_have_text(topic_name)
+    expect(page.locator(".choices label").first).to_have_text(topic_name)
     # The switcher marks the current language and links to the two others.
     expect(page.locator(".languages [aria-current]")).to_have_attribute("lang", language)
     expect(page.locator(".languages a")).to_have_count(2)
@@ -65,7 +65,7 @@ def test_choosing_french_from_a_dutch_page_sticks_on_the_next_pages(live_server,
 
     page.get_by_role("link", name="Français").click()
     expect(page.locator("html")).to_have_attribute("lang", "fr")
-    expect(page.locator(".topics li strong").first).to_have_text("Newsletter mensuelle")
+    expect(page.locator(".choices label").first).to_have_text("Newsletter mensuelle")
 
     # Back to the start page without ?lang: the session remembers, Accept-Language is nl.
     page.locator(".brand").click()
@@ -74,7 +74,7 @@ def test_choosing_french_from_a_dutch_page_sticks_on_the_next_pages(live_server,
 
     page.reload()
     expect(page.locator("html")).to_have_attribute("lang", "fr")
-    expect(page.locator(".topics li strong").first).to_have_text("Newsletter mensuelle")
+    expect(page.locator(".choices label").first).to_have_text("Newsletter mensuelle")
 
 
 def test_the_start_page_fits_a_320_pixel_wide_screen_without_horizontal_scrolling(

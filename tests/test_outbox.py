@@ -455,7 +455,13 @@ def test_outbox_status_counts_rows_per_state(app, smtp, runner):
     queue(app, "later@example.be")
     result = runner.invoke(args=["outbox", "status", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"pending": 1, "sent": 1, "failed": 1, "due": 1}
+    assert json.loads(result.output) == {
+        "pending": 1,
+        "sent": 1,
+        "failed": 1,
+        "cancelled": 0,
+        "due": 1,
+    }
 
 
 def test_a_fresh_app_does_not_touch_smtp_or_the_database_at_import(tmp_path):

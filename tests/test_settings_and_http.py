@@ -215,7 +215,7 @@ def test_i3_error_pages_are_translated_and_keep_their_status(client):
 
 
 def test_i3_405_keeps_its_allow_header_and_is_translated(client):
-    response = client.post("/", headers={"Accept-Language": "nl"})
+    response = client.delete("/", headers={"Accept-Language": "nl"})
     assert response.status_code == 405
     assert "GET" in response.headers["Allow"]
     assert "Deze handeling is hier niet mogelijk" in response.get_data(as_text=True)

@@ -2,15 +2,13 @@
 
 Templates live in ``templates/email/<name>/`` as ``subject.txt``, ``body.txt`` and optionally
 ``body.html``. A template may need values that only exist at send time (a token whose
-lifetime starts when the email leaves, for instance); it registers a context builder with
-:func:`context_builder`.
+lifetime starts when the email leaves, for instance): see ``builders.py``.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
@@ -26,6 +24,7 @@ from jinja2 import TemplateError, TemplateNotFound
 
 from ..i18n import email_language
 from ..models import OutboxMessage
+from .builders import BUILDERS
 
 #: RFC 5322 allows 998 octets per line; folding a List-Unsubscribe header at 78 has broken
 #: DKIM with some signers, so we only fold what is really long.
@@ -33,19 +32,6 @@ POLICY = SMTP.clone(max_line_length=998)
 
 #: Longest display name put in a header; longer names are cut (catalogue E9).
 MAX_DISPLAY_NAME = 78
-
-ContextBuilder = Callable[[OutboxMessage], dict[str, Any]]
-_builders: dict[str, ContextBuilder] = {}
-
-
-def context_builder(template: str) -> Callable[[ContextBuilder], ContextBuilder]:
-    """Register a function that adds send-time values to ``template``'s context."""
-
-    def register(func: ContextBuilder) -> ContextBuilder:
-        _builders[template] = func
-        return func
-
-    return register
 
 
 class BadHeaderError(flask_mail.BadHeaderError):
@@ -69,9 +55,9 @@ def render(row: OutboxMessage) -> Rendered:
         site_name=current_app.config["SITE_NAME"],
         language=language,
     )
-    builder = _builders.get(row.template)
+    builder = BUILDERS.get(row.template)
     if builder is not None:
-        context.update(builder(row))
+        context.update(builder(row, language))
     try:
         return _render(row.template, language, context)
     except TemplateNotFound:

@@ -30,6 +30,7 @@ from .. import addresses
 from ..extensions import db
 from ..models import Contact, OutboxMessage, OutboxStatus, utcnow
 from . import messages
+from .builders import SkipMessage
 from .transport import Outcome, SMTPConnection, classify
 
 
@@ -41,11 +42,13 @@ def enqueue(
     to_name: str | None = None,
     context: dict[str, Any] | None = None,
     contact: Contact | None = None,
+    category: str = "transactional",
 ) -> OutboxMessage:
     """Add an email to the caller's transaction; it leaves only if the caller commits."""
     row = OutboxMessage(
         message_id=messages.new_message_id(),
         template=template,
+        category=category,
         to_address=to.ascii,
         # The column holds 100 characters; the header cuts further (messages.MAX_DISPLAY_NAME).
         to_name=to_name[:100] if to_name else None,
@@ -63,6 +66,8 @@ class BatchReport:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    held: int = 0
+    cancelled: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -181,6 +186,7 @@ def deliver(
 ) -> tuple[BatchReport, SMTPConnection | None]:
     """Send ``rows`` over ``connection`` (opened on first use); return it for reuse."""
     report = BatchReport(claimed=len(rows))
+    caps = HourlyCaps.load(rows)
     for index, row in enumerate(rows):
         if lease_ends():
             # Too close to the end of our lease: another worker may take these rows soon,
@@ -191,8 +197,17 @@ def deliver(
             _finish(row.id, worker, status=OutboxStatus.FAILED, last_error="hard bounce limit")
             report.failed += 1
             continue
+        if caps.hold(row):
+            # Over the hourly cap for confirmation emails (C10): wait, don't send, don't drop.
+            _finish(row.id, worker, next_attempt_at=utcnow() + caps.retry_after)
+            report.held += 1
+            continue
         try:
             message = messages.build(row, messages.render(row))
+        except SkipMessage as exc:
+            _finish(row.id, worker, status=OutboxStatus.CANCELLED, last_error=str(exc))
+            report.cancelled += 1
+            continue
         except messages.BadHeaderError as exc:
             _finish(row.id, worker, status=OutboxStatus.FAILED, last_error=str(exc))
             report.failed += 1
@@ -231,6 +246,7 @@ def deliver(
                 _close(connection)
                 return report, None
             continue
+        caps.count(row)
         _finish(
             row.id,
             worker,
@@ -241,6 +257,76 @@ def deliver(
         )
         report.sent += 1
     return report, connection
+
+
+CAPPED_CATEGORY = "confirmation"
+
+
+@dataclass
+class HourlyCaps:
+    """Circuit breaker for confirmation emails (catalogue C10).
+
+    A flood of signups from many addresses and IPs passes every per-IP and per-address limit;
+    this caps what actually leaves per hour, globally and per recipient domain. Rows over the
+    cap stay in the outbox and go out when the hour has room again.
+    """
+
+    total_cap: int
+    domain_cap: int
+    sent_total: int
+    sent_by_domain: dict[str, int]
+    retry_after: timedelta = timedelta(minutes=5)
+
+    @classmethod
+    def load(cls, rows: Sequence[OutboxMessage]) -> HourlyCaps:
+        config = current_app.config
+        caps = cls(
+            total_cap=int(config["CONFIRMATION_HOURLY_CAP"]),
+            domain_cap=int(config["CONFIRMATION_HOURLY_CAP_PER_DOMAIN"]),
+            sent_total=0,
+            sent_by_domain={},
+        )
+        if not any(row.category == CAPPED_CATEGORY for row in rows):
+            return caps
+        since = utcnow() - timedelta(hours=1)
+        sent = db.session.execute(
+            select(OutboxMessage.to_address).where(
+                OutboxMessage.category == CAPPED_CATEGORY,
+                OutboxMessage.status == OutboxStatus.SENT,
+                OutboxMessage.sent_at > since,
+            )
+        ).scalars()
+        for address in sent:
+            caps.sent_total += 1
+            domain = _domain(address)
+            caps.sent_by_domain[domain] = caps.sent_by_domain.get(domain, 0) + 1
+        db.session.commit()
+        return caps
+
+    def hold(self, row: OutboxMessage) -> bool:
+        if row.category != CAPPED_CATEGORY:
+            return False
+        over = self.sent_total >= self.total_cap or (
+            self.sent_by_domain.get(_domain(row.to_address), 0) >= self.domain_cap
+        )
+        if over:
+            current_app.logger.warning(
+                "confirmation email cap reached (%d/h overall, %d/h per domain): holding %s",
+                self.total_cap,
+                self.domain_cap,
+                row.id,
+            )
+        return over
+
+    def count(self, row: OutboxMessage) -> None:
+        if row.category == CAPPED_CATEGORY:
+            self.sent_total += 1
+            domain = _domain(row.to_address)
+            self.sent_by_domain[domain] = self.sent_by_domain.get(domain, 0) + 1
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2]
 
 
 def _release(rows: Sequence[OutboxMessage], worker: str) -> None:
@@ -311,8 +397,8 @@ class Worker:
                 self._add(report)
                 if on_batch:
                     on_batch(report)
-                if once and report.sent == 0 and report.failed == 0:
-                    break  # only retries left, all scheduled for later
+                if once and not (report.sent or report.failed or report.cancelled):
+                    break  # only retries or held rows left, all scheduled for later
         finally:
             _close(connection)
             db.session.rollback()
@@ -323,6 +409,8 @@ class Worker:
         self.total.sent += report.sent
         self.total.retried += report.retried
         self.total.failed += report.failed
+        self.total.held += report.held
+        self.total.cancelled += report.cancelled
         self.total.errors.extend(report.errors)
 
 

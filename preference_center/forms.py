@@ -1,0 +1,61 @@
+"""Flask-WTF forms. Labels are lazy strings, so they follow the page's language."""
+
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, HiddenField, SelectField, SelectMultipleField, StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from .config import SUPPORTED_LOCALES
+from .i18n import NATIVE_NAMES
+
+
+def no_line_breaks(form: FlaskForm, field: StringField) -> None:
+    """Nothing typed by a visitor may carry a line break towards a mail header (D8)."""
+    if field.data and any(ch in field.data for ch in "\r\n\0"):
+        raise ValidationError(_l("Please use a single line."))
+
+
+class MultiCheckboxField(SelectMultipleField):
+    """Checkboxes, none ticked unless the visitor ticks them (no pre-ticked consent)."""
+
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+class SignupForm(FlaskForm):
+    email = StringField(
+        _l("Email address"),
+        validators=[DataRequired(_l("Please enter your email address.")), Length(max=320)],
+        render_kw={"autocomplete": "email", "inputmode": "email", "spellcheck": "false"},
+    )
+    first_name = StringField(
+        _l("First name (optional)"),
+        validators=[Optional(), Length(max=100), no_line_breaks],
+        render_kw={"autocomplete": "given-name"},
+    )
+    language = SelectField(
+        _l("Language of our emails"),
+        choices=[SelectChoice(code, NATIVE_NAMES[code]) for code in SUPPORTED_LOCALES],
+    )
+    topics = MultiCheckboxField(
+        _l("What would you like to receive?"),
+        validators=[DataRequired(_l("Please choose at least one topic."))],
+    )
+    consent = BooleanField(validators=[DataRequired(_l("Please tick this box to subscribe."))])
+    consent_text_id = HiddenField()
+    source = HiddenField()
+    #: A signed timestamp of when the form was shown: too fast or too old means a bot (C5).
+    started = HiddenField()
+    #: The honeypot: hidden from people, filled in by naive bots (C5).
+    website = StringField(
+        _l("Leave this field empty"),
+        render_kw={"autocomplete": "off", "tabindex": "-1"},
+    )
+
+
+class ButtonForm(FlaskForm):
+    """A form that is only a button and its CSRF token: every link's POST (B1, B7)."""

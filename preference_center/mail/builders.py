@@ -1,0 +1,71 @@
+"""Send-time context for email templates.
+
+Some values must be made when the email leaves, not when it is queued: a confirmation link's
+lifetime counts from the moment it is sent, so an email held back two days by retries still
+gives the person the full week (catalogue E5). A builder may also find the email is no longer
+wanted and raise :class:`SkipMessage`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app, url_for
+from sqlalchemy import select
+
+from .. import addresses, tokens
+from ..extensions import db
+from ..models import OutboxMessage, RequestStatus, SignupRequest, Topic, utcnow
+
+#: (row, language the email is rendered in) -> extra template variables
+ContextBuilder = Callable[[OutboxMessage, str], dict[str, Any]]
+BUILDERS: dict[str, ContextBuilder] = {}
+
+
+class SkipMessage(Exception):
+    """The email is no longer wanted (its request was confirmed, withdrawn or purged)."""
+
+
+def builder(template: str) -> Callable[[ContextBuilder], ContextBuilder]:
+    def register(func: ContextBuilder) -> ContextBuilder:
+        BUILDERS[template] = func
+        return func
+
+    return register
+
+
+@builder("confirm")
+def confirmation(row: OutboxMessage, language: str) -> dict[str, Any]:
+    """Mint the confirm and "not me" links now, and start the request's clock now."""
+    request = db.session.scalar(
+        select(SignupRequest).where(SignupRequest.public_id == row.context.get("request"))
+    )
+    if request is None or request.status is not RequestStatus.PENDING:
+        db.session.rollback()
+        raise SkipMessage("the request is no longer pending")
+    now = utcnow()
+    request.emailed_at = now
+    request.expires_at = now + timedelta(seconds=tokens.max_age(tokens.Purpose.CONFIRM))
+    topics = db.session.scalars(select(Topic).where(Topic.id.in_(request.topic_ids))).all()
+    context = {
+        "masked_address": addresses.mask(request.contact.email_display),
+        "first_name": request.first_name,
+        "topic_names": [t.name(language) for t in sorted(topics, key=lambda t: (t.position, t.id))],
+        "site_url": url_for("public.index", _external=True),
+        "confirm_url": url_for(
+            "public.confirm",
+            token=tokens.make(tokens.Purpose.CONFIRM, {"r": request.public_id}),
+            _external=True,
+        ),
+        "not_me_url": url_for(
+            "public.not_me",
+            token=tokens.make(tokens.Purpose.NOT_ME, {"r": request.public_id}),
+            _external=True,
+        ),
+        "valid_days": tokens.max_age(tokens.Purpose.CONFIRM) // 86400,
+        "not_me_days": int(current_app.config["NOT_ME_BLOCK_DAYS"]),
+    }
+    db.session.commit()
+    return context

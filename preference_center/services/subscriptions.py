@@ -1,0 +1,493 @@
+"""Double opt-in: request, confirm, "this was not me", resend, and leaving.
+
+Every function here is one transaction. It writes the state change, its consent-ledger rows and
+its outbox rows together, so a crash can never leave a confirmed subscriber without proof, or a
+signup without its email.
+
+Concurrency: every use case about one person first *locks that person's contact row*, with an
+UPDATE that changes nothing. That is a row lock on PostgreSQL and the database write lock on
+SQLite. Two requests about the same person (a double click, a confirm racing an unsubscribe, a
+purge racing a confirm) therefore run one after the other, and each one reads what the other
+committed (catalogue F1, F2, F7).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .. import addresses, suppression
+from ..extensions import db
+from ..mail import outbox
+from ..models import (
+    ConsentAction,
+    ConsentEvent,
+    ConsentText,
+    Contact,
+    ContactSource,
+    OutboxMessage,
+    OutboxStatus,
+    RequestStatus,
+    SignupRequest,
+    Subscription,
+    SubscriptionStatus,
+    SuppressionReason,
+    Topic,
+    utcnow,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Who did it: the address from the trusted proxy hop, and the browser's User-Agent."""
+
+    ip: str | None
+    user_agent: str | None
+
+    def ua(self) -> str | None:
+        return self.user_agent[:512] if self.user_agent else None
+
+
+class UnknownTopic(ValueError):
+    """A topic that does not exist or is not public was asked for (catalogue C7)."""
+
+
+class RequestNotFound(LookupError):
+    """The link's request no longer exists (purged, or never did)."""
+
+
+class RequestExpired(Exception):
+    """The request's deadline passed; a fresh link can be sent (A2, A9)."""
+
+    def __init__(self, request: SignupRequest) -> None:
+        super().__init__("request expired")
+        self.request = request
+
+
+class Outcome(enum.Enum):
+    """What a signup did. The visitor sees the same page whatever it is (C3, C4)."""
+
+    EMAILED = "emailed"
+    ALREADY_SUBSCRIBED = "already-subscribed"
+    THROTTLED = "throttled"
+    BLOCKED = "blocked"
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    """The state after a confirmation attempt, for the page that shows it."""
+
+    state: RequestStatus  # CONFIRMED now or before, or CANCELLED (an unsubscribe came first)
+    newly_confirmed: bool
+    contact: Contact
+    topics: list[Topic]
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def lock_contact(contact_id: int) -> None:
+    """Serialise every use case about this contact (see the module docstring)."""
+    db.session.execute(
+        update(Contact)
+        .where(Contact.id == contact_id)
+        .values(hard_bounces=Contact.hard_bounces)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _upsert_contact(address: addresses.Address, language: str, source: ContactSource) -> int:
+    """The contact's id, inserting it if needed; safe when two requests race (F1)."""
+    values = {
+        "email": address.canonical,
+        "email_display": address.display,
+        "language": language,
+        "source": source,
+        "address_kind": address.kind,
+        "hard_bounces": 0,
+        "created_at": utcnow(),
+        "updated_at": utcnow(),
+    }
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(Contact).values(public_id=_new_public_id(), **values)
+    db.session.execute(statement.on_conflict_do_nothing(index_elements=["email"]))
+    return db.session.scalar(select(Contact.id).where(Contact.email == address.canonical))
+
+
+def _new_public_id() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+def public_topics_by_slug(slugs: list[str]) -> list[Topic]:
+    """The public topics named by ``slugs``; any unknown or private one refuses them all."""
+    wanted = list(dict.fromkeys(s.strip() for s in slugs if s and s.strip()))
+    if not wanted:
+        return []
+    found = db.session.scalars(
+        select(Topic).where(Topic.slug.in_(wanted), Topic.is_public.is_(True))
+    ).all()
+    if len(found) != len(wanted):
+        raise UnknownTopic(", ".join(sorted(set(wanted) - {t.slug for t in found})))
+    return sorted(found, key=lambda t: (t.position, t.id))
+
+
+def _record(
+    action: ConsentAction,
+    contact: Contact,
+    topic: Topic,
+    *,
+    channel: str,
+    client: Client,
+    language: str,
+    text: ConsentText | None = None,
+    message_id: str | None = None,
+    request: SignupRequest | None = None,
+) -> None:
+    db.session.add(
+        ConsentEvent(
+            contact_id=contact.id,
+            topic_id=topic.id,
+            action=action,
+            channel=channel,
+            ip=client.ip,
+            user_agent=client.ua(),
+            language=language,
+            consent_text_id=text.id if text else None,
+            consent_text_sha256=text.sha256 if text else None,
+            message_id=message_id,
+            request_id=request.id if request else None,
+        )
+    )
+
+
+def _request_lifetime() -> timedelta:
+    """How long a request can wait: the link's age plus the time its email may spend in retries."""
+    config = current_app.config
+    return timedelta(
+        seconds=int(config["CONFIRM_TOKEN_MAX_AGE"]) + int(config["OUTBOX_RETRY_PERIOD"])
+    )
+
+
+def _queue_confirmation(
+    request: SignupRequest, contact: Contact, address: addresses.Address
+) -> str:
+    row = outbox.enqueue(
+        "confirm",
+        address,
+        request.language,
+        to_name=request.first_name,
+        context={"request": request.public_id},
+        contact=contact,
+        category="confirmation",
+    )
+    return row.message_id
+
+
+def _address_of(contact: Contact) -> addresses.Address:
+    return addresses.parse(contact.email)
+
+
+# --- use cases ------------------------------------------------------------------------------
+
+
+def request_subscription(
+    raw_email: str,
+    *,
+    topic_slugs: list[str],
+    language: str,
+    consent_text_id: int,
+    client: Client,
+    first_name: str | None = None,
+    source_label: str | None = None,
+    channel: str = "web-form",
+) -> Outcome:
+    """Record a signup and queue its confirmation email, unless there is nothing to confirm.
+
+    Raises :class:`addresses.InvalidAddress`, :class:`UnknownTopic` or ``LookupError`` (no such
+    consent text) before anything is written.
+    """
+    address = addresses.parse(
+        raw_email, check_deliverability=current_app.config["EMAIL_CHECK_DELIVERABILITY"]
+    )
+    topics = public_topics_by_slug(topic_slugs)
+    if not topics:
+        raise UnknownTopic("no topic chosen")
+    text = db.session.get(ConsentText, consent_text_id)
+    if text is None:
+        raise LookupError("unknown consent text")
+
+    contact_id = _upsert_contact(address, language, ContactSource.FORM)
+    lock_contact(contact_id)
+    contact = db.session.get(Contact, contact_id, populate_existing=True)
+    now = utcnow()
+
+    blocked = suppression.find(address.canonical)
+    if blocked is not None and blocked.reason is SuppressionReason.NOT_ME:
+        db.session.commit()
+        return Outcome.BLOCKED
+
+    subscribed = set(
+        db.session.scalars(
+            select(Subscription.topic_id).where(
+                Subscription.contact_id == contact_id,
+                Subscription.status == SubscriptionStatus.SUBSCRIBED,
+            )
+        )
+    )
+    wanted = [t for t in topics if t.id not in subscribed]
+    if not wanted:
+        db.session.commit()
+        return Outcome.ALREADY_SUBSCRIBED  # no email, no disclosure (C3)
+
+    window = timedelta(seconds=int(current_app.config["CONFIRM_EMAIL_INTERVAL"]))
+    recent = db.session.scalar(
+        select(SignupRequest.id)
+        .where(SignupRequest.contact_id == contact_id, SignupRequest.created_at > now - window)
+        .limit(1)
+    )
+    if recent is not None:
+        db.session.commit()
+        return Outcome.THROTTLED  # one confirmation email per address per window (C2)
+
+    request = SignupRequest(
+        contact=contact,
+        topic_ids=[t.id for t in wanted],
+        language=language,
+        first_name=(first_name or "").strip()[:100] or None,
+        source_label=source_label,
+        channel=channel,
+        consent_text_id=text.id,
+        expires_at=now + _request_lifetime(),
+    )
+    db.session.add(request)
+    db.session.flush()
+    message_id = _queue_confirmation(request, contact, address)
+    for topic in wanted:
+        _record(
+            ConsentAction.REQUESTED,
+            contact,
+            topic,
+            channel=channel,
+            client=client,
+            language=text.language,
+            text=text,
+            message_id=message_id,
+            request=request,
+        )
+    db.session.commit()
+    return Outcome.EMAILED
+
+
+def find_request(public_id: str) -> SignupRequest:
+    request = db.session.scalar(select(SignupRequest).where(SignupRequest.public_id == public_id))
+    if request is None:
+        raise RequestNotFound(public_id)
+    return request
+
+
+def topics_of(request: SignupRequest) -> list[Topic]:
+    if not request.topic_ids:
+        return []
+    found = db.session.scalars(select(Topic).where(Topic.id.in_(request.topic_ids))).all()
+    return sorted(found, key=lambda t: (t.position, t.id))
+
+
+def describe(public_id: str) -> ConfirmResult:
+    """What a confirmation link would confirm, without changing anything (the GET, B1)."""
+    request = find_request(public_id)
+    if request.status is RequestStatus.PENDING and request.expires_at <= utcnow():
+        raise RequestExpired(request)
+    return ConfirmResult(request.status, False, request.contact, topics_of(request))
+
+
+def confirm(public_id: str, client: Client) -> ConfirmResult:
+    """Turn a pending request into subscriptions, once; a repeat shows the state (A7, A8)."""
+    request = find_request(public_id)
+    lock_contact(request.contact_id)
+    request = db.session.get(SignupRequest, request.id, populate_existing=True)
+    if request is None:  # purged while we waited for the lock
+        db.session.rollback()
+        raise RequestNotFound(public_id)
+    contact = db.session.get(Contact, request.contact_id, populate_existing=True)
+    topics = topics_of(request)
+    now = utcnow()
+
+    if request.status is not RequestStatus.PENDING:
+        db.session.commit()
+        return ConfirmResult(request.status, False, contact, topics)
+    if request.expires_at <= now:
+        db.session.commit()
+        raise RequestExpired(request)
+
+    request.status = RequestStatus.CONFIRMED
+    request.confirmed_at = now
+    if request.first_name:
+        contact.first_name = request.first_name
+    contact.language = request.language
+    text = request.consent_text
+    existing = {
+        s.topic_id: s
+        for s in db.session.scalars(
+            select(Subscription).where(Subscription.contact_id == contact.id)
+        )
+    }
+    for topic in topics:
+        subscription = existing.get(topic.id)
+        if subscription is None:
+            subscription = Subscription(contact=contact, topic=topic)
+            db.session.add(subscription)
+        subscription.status = SubscriptionStatus.SUBSCRIBED
+        subscription.confirmed_at = now
+        subscription.unsubscribed_at = None
+        _record(
+            ConsentAction.CONFIRMED,
+            contact,
+            topic,
+            channel=request.channel,
+            client=client,
+            language=request.language,
+            text=text,
+            request=request,
+        )
+    # A fresh, explicit confirmation is the only thing that lifts a suppression (C11, K4).
+    suppression.lift(contact.email)
+    db.session.commit()
+    return ConfirmResult(RequestStatus.CONFIRMED, True, contact, topics)
+
+
+def not_me(public_id: str) -> None:
+    """ "This was not me": forget the pending request and don't send a signup email for a while."""
+    request = find_request(public_id)
+    lock_contact(request.contact_id)
+    request = db.session.get(SignupRequest, request.id, populate_existing=True)
+    if request is None or request.status is not RequestStatus.PENDING:
+        db.session.commit()
+        return
+    contact = db.session.get(Contact, request.contact_id, populate_existing=True)
+    days = int(current_app.config["NOT_ME_BLOCK_DAYS"])
+    suppression.add(contact.email, SuppressionReason.NOT_ME, until=utcnow() + timedelta(days=days))
+    _forget_request(request, contact)
+    db.session.commit()
+
+
+def _forget_request(request: SignupRequest, contact: Contact) -> None:
+    """Delete a pending request and, if it was all we had, the contact (in the caller's tx)."""
+    scrub_request_events([request.id])
+    db.session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.contact_id == contact.id, OutboxMessage.status == OutboxStatus.PENDING)
+        .values(status=OutboxStatus.CANCELLED, last_error="request withdrawn")
+        .execution_options(synchronize_session=False)
+    )
+    db.session.delete(request)
+    db.session.flush()
+    if _is_empty(contact.id):
+        scrub_ledger(contact.id)
+        db.session.delete(contact)
+
+
+def _is_empty(contact_id: int) -> bool:
+    """True when a contact has no subscription and no request left."""
+    has_subscription = db.session.scalar(
+        select(Subscription.id).where(Subscription.contact_id == contact_id).limit(1)
+    )
+    has_request = db.session.scalar(
+        select(SignupRequest.id).where(SignupRequest.contact_id == contact_id).limit(1)
+    )
+    return has_subscription is None and has_request is None
+
+
+def scrub_request_events(request_ids: list[int]) -> None:
+    """Unlink and anonymise the "requested" entries of requests that were never confirmed."""
+    db.session.execute(
+        update(ConsentEvent)
+        .where(
+            ConsentEvent.request_id.in_(request_ids),
+            ConsentEvent.action == ConsentAction.REQUESTED,
+        )
+        .values(contact_id=None, ip=None, user_agent=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def scrub_ledger(contact_id: int) -> None:
+    """Unlink and anonymise every ledger entry of a contact that is being deleted."""
+    db.session.execute(
+        update(ConsentEvent)
+        .where(ConsentEvent.contact_id == contact_id)
+        .values(contact_id=None, ip=None, user_agent=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def resend_confirmation(public_id: str) -> bool:
+    """Send a fresh link for an expired, still pending request; False if nothing was sent."""
+    request = find_request(public_id)
+    lock_contact(request.contact_id)
+    request = db.session.get(SignupRequest, request.id, populate_existing=True)
+    if request is None or request.status is not RequestStatus.PENDING:
+        db.session.commit()
+        return False
+    contact = db.session.get(Contact, request.contact_id, populate_existing=True)
+    blocked = suppression.find(contact.email)
+    now = utcnow()
+    window = timedelta(seconds=int(current_app.config["CONFIRM_EMAIL_INTERVAL"]))
+    recently = request.emailed_at is not None and request.emailed_at > now - window
+    if (blocked is not None and blocked.reason is SuppressionReason.NOT_ME) or recently:
+        db.session.commit()
+        return False
+    request.expires_at = now + _request_lifetime()
+    _queue_confirmation(request, contact, _address_of(contact))
+    db.session.commit()
+    return True
+
+
+def unsubscribe_all(contact_id: int, *, channel: str, client: Client) -> int:
+    """Leave every topic and cancel every pending request; returns how many topics were left.
+
+    A pending confirmation link stops working here: an old link can never undo an
+    unsubscribe (A8, F2).
+    """
+    lock_contact(contact_id)
+    contact = db.session.get(Contact, contact_id, populate_existing=True)
+    if contact is None:
+        db.session.rollback()
+        return 0
+    now = utcnow()
+    left = 0
+    subscriptions = db.session.scalars(
+        select(Subscription).where(
+            Subscription.contact_id == contact_id,
+            Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
+        )
+    ).all()
+    for subscription in subscriptions:
+        subscription.status = SubscriptionStatus.UNSUBSCRIBED
+        subscription.unsubscribed_at = now
+        _record(
+            ConsentAction.WITHDRAWN,
+            contact,
+            subscription.topic,
+            channel=channel,
+            client=client,
+            language=contact.language,
+        )
+        left += 1
+    db.session.execute(
+        update(SignupRequest)
+        .where(
+            SignupRequest.contact_id == contact_id, SignupRequest.status == RequestStatus.PENDING
+        )
+        .values(status=RequestStatus.CANCELLED)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return left

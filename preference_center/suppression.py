@@ -1,0 +1,77 @@
+"""The suppression list: keyed HMACs of addresses we must not mail (or not yet).
+
+Only the HMAC of the canonical address is kept, so the list proves "this address said no"
+without holding the address. The key is ``SUPPRESSION_KEY``; older keys go in
+``SUPPRESSION_KEY_FALLBACKS`` while they are rotated out: an entry found under an old key is
+re-keyed on the spot, because at that moment we hold the address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime
+
+from flask import current_app
+from sqlalchemy import delete, or_, select
+
+from .extensions import db
+from .models import Suppression, SuppressionReason, utcnow
+
+
+def _keys() -> list[bytes]:
+    config = current_app.config
+    current = config.get("SUPPRESSION_KEY") or _derived_key(config["SECRET_KEY"])
+    return [_bytes(current)] + [_bytes(k) for k in config.get("SUPPRESSION_KEY_FALLBACKS", [])]
+
+
+def _derived_key(secret: str | bytes) -> bytes:
+    # Fallback only: set SUPPRESSION_KEY in production, or rotating SECRET_KEY would
+    # silently empty the list (the README says so).
+    return hmac.new(_bytes(secret), b"preference-center suppression key", hashlib.sha256).digest()
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8")
+
+
+def digest(canonical: str, key: bytes | None = None) -> str:
+    """The keyed HMAC-SHA256 of a canonical address, hex."""
+    return hmac.new(key or _keys()[0], canonical.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def find(canonical: str) -> Suppression | None:
+    """The active entry for ``canonical``, if any (re-keyed if found under an old key)."""
+    digests = [digest(canonical, key) for key in _keys()]
+    now = utcnow()
+    entry = db.session.scalar(
+        select(Suppression).where(
+            Suppression.digest.in_(digests),
+            or_(Suppression.until.is_(None), Suppression.until > now),
+        )
+    )
+    if entry is not None and entry.digest != digests[0]:
+        entry.digest = digests[0]
+    return entry
+
+
+def add(canonical: str, reason: SuppressionReason, until: datetime | None = None) -> Suppression:
+    """Suppress ``canonical`` in the caller's transaction; a permanent reason always wins."""
+    lift(canonical, only_temporary=True)
+    existing = find(canonical)
+    if existing is not None:
+        if until is None:
+            existing.until, existing.reason = None, reason
+        return existing
+    entry = Suppression(digest=digest(canonical), reason=reason, until=until)
+    db.session.add(entry)
+    return entry
+
+
+def lift(canonical: str, *, only_temporary: bool = False) -> int:
+    """Remove the entries of ``canonical``; only a fresh confirmation may call this for good."""
+    digests = [digest(canonical, key) for key in _keys()]
+    statement = delete(Suppression).where(Suppression.digest.in_(digests))
+    if only_temporary:
+        statement = statement.where(Suppression.until.is_not(None))
+    return db.session.execute(statement).rowcount or 0

@@ -1,0 +1,121 @@
+"""Signed, purpose-bound tokens for the links in our emails.
+
+One itsdangerous serializer per purpose, each with its own salt and maximum age, so a token made
+for one purpose is worthless for another (catalogue A4). The payload carries only opaque ids, never an
+address or a name: itsdangerous signs, it does not encrypt (A12). Whether a token may still be
+*used* (single use, not after an unsubscribe) is decided by database state, not here.
+
+Keys: the newest key (``SECRET_KEY``) signs; every key in ``SECRET_KEY_FALLBACKS`` is still
+accepted, so a key can be rotated without breaking the links already sent (A10).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+#: Tokens signed by a host whose clock runs slightly ahead are accepted (A5).
+CLOCK_SKEW_SECONDS = 120
+
+
+class Purpose(enum.StrEnum):
+    """What a token allows. The value is the salt; the config key holds the maximum age."""
+
+    CONFIRM = "confirm-subscription"
+    NOT_ME = "not-me"
+    FORM = "signup-form"
+    RESEND = "resend-confirmation"
+
+    @property
+    def max_age_setting(self) -> str:
+        return {
+            Purpose.CONFIRM: "CONFIRM_TOKEN_MAX_AGE",
+            Purpose.NOT_ME: "CONFIRM_TOKEN_MAX_AGE",
+            Purpose.FORM: "SIGNUP_FORM_MAX_AGE",
+            Purpose.RESEND: "SIGNUP_FORM_MAX_AGE",
+        }[self]
+
+
+class TokenError(Exception):
+    """Base of the token failures; each maps to its own translated page."""
+
+
+class TokenMissing(TokenError):
+    pass
+
+
+class TokenInvalid(TokenError):
+    """Tampered, truncated, made for another purpose, or signed with an unknown key."""
+
+
+class TokenExpired(TokenError):
+    """Genuine but too old. ``payload`` is trustworthy: the signature was checked first."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        super().__init__("token expired")
+        self.payload = payload
+
+
+def _serializer(purpose: Purpose) -> URLSafeTimedSerializer:
+    config = current_app.config
+    keys = [*config.get("SECRET_KEY_FALLBACKS", []), config["SECRET_KEY"]]
+    return URLSafeTimedSerializer(keys, salt=purpose.value)
+
+
+def max_age(purpose: Purpose) -> int:
+    return int(current_app.config[purpose.max_age_setting])
+
+
+def make(purpose: Purpose, payload: dict[str, Any]) -> str:
+    """Sign ``payload`` for ``purpose``; its age counts from now (i.e. when the email leaves)."""
+    return _serializer(purpose).dumps(payload)
+
+
+def load(purpose: Purpose, token: str | None) -> dict[str, Any]:
+    """Verify ``token`` for ``purpose`` and return its payload, or raise a TokenError."""
+    if not token:
+        raise TokenMissing()
+    if len(token) > 1024:
+        raise TokenInvalid()
+    serializer = _serializer(purpose)
+    try:
+        payload = serializer.loads(token, max_age=max_age(purpose))
+    # SignatureExpired is a subclass of BadSignature: it must be caught first (A3). A token
+    # that is both tampered and old raises BadTimeSignature, so it is invalid, never expired.
+    except SignatureExpired as exc:
+        payload = serializer.load_payload(exc.payload)
+        signed = exc.date_signed
+        if (
+            signed is not None
+            and 0 < (signed - datetime.now(UTC)).total_seconds() <= CLOCK_SKEW_SECONDS
+        ):
+            return _checked(payload)
+        raise TokenExpired(_checked(payload)) from None
+    except BadSignature:
+        raise TokenInvalid() from None
+    return _checked(payload)
+
+
+def age(purpose: Purpose, token: str | None) -> float:
+    """Seconds since ``token`` was signed, or a TokenError (expired or not genuine)."""
+    if not token or len(token) > 1024:
+        raise TokenInvalid()
+    try:
+        _, signed = _serializer(purpose).loads(
+            token, max_age=max_age(purpose), return_timestamp=True
+        )
+    except SignatureExpired:
+        raise TokenExpired({}) from None
+    except BadSignature:
+        raise TokenInvalid() from None
+    return (datetime.now(UTC) - signed).total_seconds()
+
+
+def _checked(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise TokenInvalid()
+    return payload
