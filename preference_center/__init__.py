@@ -50,7 +50,9 @@ def _wire_extensions(app: Flask) -> None:
 
 
 def _wire_http(app: Flask) -> None:
-    from . import errors, i18n, security
+    from . import errors, i18n, logs, security
+
+    logs.install(app)
 
     hops = int(app.config["PROXY_FIX_HOPS"])
     if hops > 0:

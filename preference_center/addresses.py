@@ -13,6 +13,7 @@ addresses to every system but Gmail.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from disposable_email_domains import blocklist as _disposable_domains
@@ -27,86 +28,27 @@ MAX_ADDRESS_OCTETS = 254
 #: Impersonal mailboxes of an organisation (RFC 2142 plus Dutch and French office practice).
 #: Tagged, never refused: Belgian law treats them apart (KB 4 April 2003), counsel decides.
 ROLE_LOCAL_PARTS = frozenset(
-    [
-        "abuse",
-        "accounting",
-        "accounts",
-        "admin",
-        "administratie",
-        "administration",
-        "administrator",
-        "accueil",
-        "aankoop",
-        "achat",
-        "achats",
-        "billing",
-        "bookings",
-        "boekhouding",
-        "bureau",
-        "careers",
-        "comptabilite",
-        "comptabilité",
-        "commercial",
-        "communicatie",
-        "communication",
-        "contact",
-        "contactez-nous",
-        "customerservice",
-        "direction",
-        "directie",
-        "events",
-        "evenementen",
-        "facturatie",
-        "facturation",
-        "factuur",
-        "factures",
-        "finance",
-        "helpdesk",
-        "hello",
-        "hostmaster",
-        "hr",
-        "immo",
-        "info",
-        "infos",
-        "inkoop",
-        "jobs",
-        "klantendienst",
-        "mail",
-        "marketing",
-        "media",
-        "news",
-        "newsletter",
-        "noc",
-        "noreply",
-        "no-reply",
-        "office",
-        "onthaal",
-        "postmaster",
-        "pr",
-        "presse",
-        "press",
-        "privacy",
-        "reception",
-        "receptie",
-        "recrutement",
-        "rh",
-        "sales",
-        "secretariaat",
-        "secretariat",
-        "secrétariat",
-        "security",
-        "service",
-        "servicedesk",
-        "support",
-        "team",
-        "vacatures",
-        "vente",
-        "ventes",
-        "verkoop",
-        "webmaster",
-        "welcome",
-    ]
+    """
+    abuse accounting accounts accountspayable admin admins administratie administration
+    administrator administrators accueil aankoop achat achats alerts all billing boekhouding
+    booking bookings bestellingen bureau careers commandes commercial communicatie
+    communication compliance comptabilite comptabilité contact contactez-nous contactus
+    customercare customerservice customerservices customersupport direction directie
+    donotreply editor editorial enquiries enquiry events evenementen everyone facturatie
+    facturation factuur factures feedback finance frontdesk general headoffice hello help
+    helpdesk hiring hostmaster hq hr immo info infos inkoop inquiries inquiry investors
+    invoices it jobs juridique juridisch klantendienst klantenservice legal mail mailer-daemon
+    marketing media members membership news newsletter newsletters noc noreply notifications
+    office onthaal operations ops orders partners partnerships payroll personeel
+    postmaster pr presse press privacy procurement purchasing questions reception receptie
+    recruiting recruitment recrutement reservations reservaties réservations rh root sales
+    secretariaat secretariat secrétariat security service servicedesk shipping staff
+    subscribe support sysadmin team tech techsupport unsubscribe vacatures vente ventes
+    verkoop vragen webmaster welcome
+    """.split()
 )
+#: The same names without separators, so no-reply, no_reply and no.reply all match.
+_ROLE_COMPACT = frozenset(re.sub(r"[._\-]", "", name) for name in ROLE_LOCAL_PARTS)
 
 
 class InvalidAddress(ValueError):
@@ -139,12 +81,12 @@ def parse(raw: str, *, check_deliverability: bool = False) -> Address:
     """
     if not isinstance(raw, str):
         raise InvalidAddress("syntax")
+    # Checked before stripping: a line break at either end is refused, never trimmed (D8).
+    if any(ch in raw for ch in "\r\n\0"):
+        raise InvalidAddress("syntax", "line break")
     text = raw.strip()
     if not text:
         raise InvalidAddress("empty")
-    if any(ch in text for ch in "\r\n\0"):
-        # Never let a line break near a mail header (catalogue D8).
-        raise InvalidAddress("syntax", "line break")
     if len(text) > 4 * MAX_ADDRESS_OCTETS:
         raise InvalidAddress("too_long")
     local = text.rpartition("@")[0]
@@ -189,13 +131,22 @@ def parse(raw: str, *, check_deliverability: bool = False) -> Address:
 
 
 def _kind(local: str, ascii_domain: str, domain: str) -> AddressKind:
-    if ascii_domain in _disposable_domains or domain in _disposable_domains:
+    if _is_disposable(ascii_domain) or _is_disposable(domain):
         return AddressKind.DISPOSABLE
-    # "info.be@", "sales-nl@", "verkoop_gent@" are role mailboxes too.
-    stem = local.replace("_", "-").replace(".", "-").split("-")[0].split("+")[0]
-    if local in ROLE_LOCAL_PARTS or stem in ROLE_LOCAL_PARTS:
+    compact = re.sub(r"[._\-]", "", local.split("+")[0])
+    # "info.be@", "sales-nl@", "verkoop_gent@", "sales1@" are role mailboxes too.
+    stem = re.split(r"[._\-+]", local)[0].rstrip("0123456789")
+    if compact in _ROLE_COMPACT or compact.rstrip("0123456789") in _ROLE_COMPACT:
+        return AddressKind.ROLE
+    if stem in ROLE_LOCAL_PARTS:
         return AddressKind.ROLE
     return AddressKind.PERSONAL
+
+
+def _is_disposable(domain: str) -> bool:
+    """The domain or any parent of it is a throwaway-mail domain (x.mailinator.com too)."""
+    labels = domain.split(".")
+    return any(".".join(labels[i:]) in _disposable_domains for i in range(len(labels) - 1))
 
 
 def mask(address: str) -> str:

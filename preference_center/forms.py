@@ -9,8 +9,36 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from . import addresses
 from .config import SUPPORTED_LOCALES
 from .i18n import NATIVE_NAMES
+
+#: What to tell a person for each reason addresses.parse() refuses an address.
+ADDRESS_ERRORS = {
+    "empty": _l("Please enter your email address."),
+    "non_ascii_local": _l(
+        "We cannot send email to addresses with accented or non-Latin letters before the @. "
+        "Please use another address."
+    ),
+    "local_too_long": _l("The part before the @ is too long (at most 64 characters)."),
+    "too_long": _l("This email address is too long."),
+    "domain": _l("The part after the @ is not a valid domain name."),
+    "undeliverable": _l("This domain does not seem to receive email."),
+    "syntax": _l("This is not a valid email address, e.g. jan.peeters@example.be."),
+}
+
+
+def address_error(reason: str) -> str:
+    """The translated message for an :class:`addresses.InvalidAddress` reason."""
+    return str(ADDRESS_ERRORS.get(reason, ADDRESS_ERRORS["syntax"]))
+
+
+def valid_address(form: FlaskForm, field: StringField) -> None:
+    """Check the address while the form is validated, so every error shows at once."""
+    try:
+        addresses.parse(field.data or "")
+    except addresses.InvalidAddress as exc:
+        raise ValidationError(address_error(exc.reason)) from None
 
 
 def no_line_breaks(form: FlaskForm, field: StringField) -> None:
@@ -29,7 +57,11 @@ class MultiCheckboxField(SelectMultipleField):
 class SignupForm(FlaskForm):
     email = StringField(
         _l("Email address"),
-        validators=[DataRequired(_l("Please enter your email address.")), Length(max=320)],
+        validators=[
+            DataRequired(_l("Please enter your email address.")),
+            Length(max=320),
+            valid_address,
+        ],
         render_kw={"autocomplete": "email", "inputmode": "email", "spellcheck": "false"},
     )
     first_name = StringField(

@@ -6,7 +6,6 @@ it as a deliberate re-export, so neither F401 (unused import) nor F811 (a test p
 redefining the import) fires, without a ``noqa`` on every test::
 
     from browser_support import app_config as app_config
-    from browser_support import browser as browser
     from browser_support import live_server as live_server
     from browser_support import new_page as new_page
     from browser_support import page as page
@@ -32,6 +31,7 @@ What each one does:
     Serves conftest's ``app`` with werkzeug's threaded server in a daemon thread and yields a
     :class:`LiveServer` (``.url`` is ``http://127.0.0.1:PORT``); shut down at teardown.
 ``browser``
+    (Provided through conftest.py, so that there is one per run; do not import it.)
     One headless chromium for the whole run (``/usr/bin/chromium``; ``playwright install``
     cannot download browsers here). Skips with the reason when chromium is missing, except
     under ``CI=true``, where a missing browser fails the run.

@@ -344,3 +344,8 @@ def shared_testdata(*parts: str) -> Path:
 
 def run_async(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+# One chromium for the whole run: a session fixture imported into several modules would
+# start one Playwright per module, and a second sync Playwright in one thread fails.
+from browser_support import browser  # noqa: E402, F401

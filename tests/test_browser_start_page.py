@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from browser_support import app_config as app_config
-from browser_support import browser as browser
 from browser_support import live_server as live_server
 from browser_support import live_server_settings, screenshot
 from browser_support import new_page as new_page

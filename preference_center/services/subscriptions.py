@@ -224,15 +224,16 @@ def request_subscription(
     if text is None:
         raise LookupError("unknown consent text")
 
+    blocked = suppression.find(address.canonical)
+    if blocked is not None and blocked.reason is SuppressionReason.NOT_ME:
+        # The owner of the address said "not me": store nothing, send nothing.
+        db.session.rollback()
+        return Outcome.BLOCKED
+
     contact_id = _upsert_contact(address, language, ContactSource.FORM)
     lock_contact(contact_id)
     contact = db.session.get(Contact, contact_id, populate_existing=True)
     now = utcnow()
-
-    blocked = suppression.find(address.canonical)
-    if blocked is not None and blocked.reason is SuppressionReason.NOT_ME:
-        db.session.commit()
-        return Outcome.BLOCKED
 
     subscribed = set(
         db.session.scalars(
@@ -298,6 +299,19 @@ def topics_of(request: SignupRequest) -> list[Topic]:
         return []
     found = db.session.scalars(select(Topic).where(Topic.id.in_(request.topic_ids))).all()
     return sorted(found, key=lambda t: (t.position, t.id))
+
+
+def subscribed_topics(contact_id: int, among: list[Topic]) -> list[Topic]:
+    """Which of ``among`` the contact is subscribed to right now."""
+    ids = set(
+        db.session.scalars(
+            select(Subscription.topic_id).where(
+                Subscription.contact_id == contact_id,
+                Subscription.status == SubscriptionStatus.SUBSCRIBED,
+            )
+        )
+    )
+    return [t for t in among if t.id in ids]
 
 
 def describe(public_id: str) -> ConfirmResult:

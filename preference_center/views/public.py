@@ -10,14 +10,14 @@ import contextlib
 import re
 from typing import Any
 
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import Blueprint, Response, abort, current_app, make_response, render_template, request
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from wtforms.fields.choices import SelectChoice
 
 from .. import addresses, tokens
 from ..extensions import client_ip, csrf, limiter
-from ..forms import ButtonForm, SignupForm
+from ..forms import ButtonForm, SignupForm, address_error
 from ..i18n import remember_subscriber_language, validated
 from ..models import RequestStatus
 from ..services import consent, subscriptions, system, topics
@@ -32,19 +32,6 @@ email_limit = limiter.shared_limit(
 )
 #: Pages reached by a token: enough for people, far too few to guess tokens (A14).
 token_limit = limiter.shared_limit(lambda: current_app.config["TOKEN_RATE_LIMIT"], scope="tokens")
-
-ADDRESS_ERRORS = {
-    "empty": lambda: _("Please enter your email address."),
-    "non_ascii_local": lambda: _(
-        "We cannot send email to addresses with accented or non-Latin letters before the @. "
-        "Please use another address."
-    ),
-    "local_too_long": lambda: _("The part before the @ is too long (at most 64 characters)."),
-    "too_long": lambda: _("This email address is too long."),
-    "domain": lambda: _("The part after the @ is not a valid domain name."),
-    "undeliverable": lambda: _("This domain does not seem to receive email."),
-    "syntax": lambda: _("This is not a valid email address, e.g. jan.peeters@example.be."),
-}
 
 
 def _client() -> subscriptions.Client:
@@ -146,7 +133,7 @@ def signup() -> tuple[str, int]:
             source_label=label,
         )
     except addresses.InvalidAddress as exc:
-        form.email.errors = [ADDRESS_ERRORS.get(exc.reason, ADDRESS_ERRORS["syntax"])()]
+        form.email.errors = [address_error(exc.reason)]
         return _render_signup(form, offered, 400)
     except (subscriptions.UnknownTopic, LookupError):
         abort(400)
@@ -171,8 +158,8 @@ def _request_id(purpose: tokens.Purpose, token: str) -> str:
     return request_id
 
 
-def _invalid_page() -> Any:
-    return (
+def _invalid_page() -> Response:
+    return make_response(
         render_template(
             "public/notice.html",
             title=_("This link is not valid"),
@@ -186,7 +173,7 @@ def _invalid_page() -> Any:
     )
 
 
-def _expired_page(payload: dict[str, Any]) -> Any:
+def _expired_page(payload: dict[str, Any]) -> Response:
     request_id = payload.get("r") if isinstance(payload, dict) else None
     can_resend = False
     if isinstance(request_id, str):
@@ -196,7 +183,7 @@ def _expired_page(payload: dict[str, Any]) -> Any:
             remember_subscriber_language(found.language)
         except subscriptions.RequestNotFound:
             pass
-    return (
+    return make_response(
         render_template(
             "public/notice.html",
             title=_("This link has expired"),
@@ -250,13 +237,28 @@ def confirm_post(token: str) -> Any:
 
 
 def _state_page(result: subscriptions.ConfirmResult) -> Any:
-    """The current state of a request: confirmed (now or earlier) or withdrawn (A7, A8)."""
+    """What the request means now: just confirmed, confirmed earlier, or no longer valid.
+
+    A link confirmed earlier shows today's state, not the old one: after an unsubscribe it
+    says so, and subscribing again takes the form, never the old link (A7, A8).
+    """
     if result.state is RequestStatus.CONFIRMED:
+        current = subscriptions.subscribed_topics(result.contact.id, result.topics)
+        if result.newly_confirmed or current:
+            return render_template(
+                "public/confirmed.html",
+                topics=result.topics if result.newly_confirmed else current,
+                newly=result.newly_confirmed,
+                first_name=result.contact.first_name,
+            )
         return render_template(
-            "public/confirmed.html",
-            topics=result.topics,
-            newly=result.newly_confirmed,
-            first_name=result.contact.first_name,
+            "public/notice.html",
+            title=_("This link was already used"),
+            lines=[
+                _("You confirmed this subscription earlier and have unsubscribed since."),
+                _("If you want to subscribe again, please fill in the form."),
+            ],
+            show_signup=True,
         )
     return render_template(
         "public/notice.html",
