@@ -14,7 +14,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from . import addresses, translations
+from . import addresses, config, translations
 from .i18n import validated
 from .mail import devmailbox, outbox
 from .services import consent, retention, system, topics
@@ -237,6 +237,11 @@ def retention_purge(as_json: bool) -> None:
 @consent_cli.command("seed")
 def consent_seed() -> None:
     """Publish the built-in consent texts for every language that has none."""
+    site = current_app.config["SITE_NAME"]
+    if site == config.DEFAULTS["SITE_NAME"] and not current_app.debug:
+        # The organisation's name is written into the text people consent to: a placeholder
+        # there would make every consent record say "Preference Center".
+        _fail("set FLASK_SITE_NAME to your organisation's name first; it is part of the text")
     published = consent.seed_defaults()
     if published:
         click.echo(

@@ -191,6 +191,11 @@ def _queue_confirmation(
     return row.message_id
 
 
+def _blocked(address: addresses.Address) -> bool:
+    entry = suppression.find(address.canonical)
+    return entry is not None and entry.reason is SuppressionReason.NOT_ME
+
+
 def _address_of(contact: Contact) -> addresses.Address:
     return addresses.parse(contact.email)
 
@@ -224,16 +229,18 @@ def request_subscription(
     if text is None:
         raise LookupError("unknown consent text")
 
-    blocked = suppression.find(address.canonical)
-    if blocked is not None and blocked.reason is SuppressionReason.NOT_ME:
+    if _blocked(address):
         # The owner of the address said "not me": store nothing, send nothing.
-        db.session.rollback()
+        db.session.commit()  # find() may have re-keyed the entry
         return Outcome.BLOCKED
 
     contact_id = _upsert_contact(address, language, ContactSource.FORM)
     lock_contact(contact_id)
     contact = db.session.get(Contact, contact_id, populate_existing=True)
     now = utcnow()
+    if _blocked(address):  # a "not me" that committed while we waited for the lock
+        db.session.commit()
+        return Outcome.BLOCKED
 
     subscribed = set(
         db.session.scalars(
@@ -451,11 +458,10 @@ def resend_confirmation(public_id: str) -> bool:
         db.session.commit()
         return False
     contact = db.session.get(Contact, request.contact_id, populate_existing=True)
-    blocked = suppression.find(contact.email)
     now = utcnow()
     window = timedelta(seconds=int(current_app.config["CONFIRM_EMAIL_INTERVAL"]))
     recently = request.emailed_at is not None and request.emailed_at > now - window
-    if (blocked is not None and blocked.reason is SuppressionReason.NOT_ME) or recently:
+    if _blocked(_address_of(contact)) or recently:
         db.session.commit()
         return False
     request.expires_at = now + _request_lifetime()
