@@ -936,3 +936,30 @@ def test_the_signup_request_status_is_explicit(app, client, smtp):
     click_and_press(client, found["confirm"])
     with app.app_context():
         assert db.session.scalar(select(SignupRequest.status)) is RequestStatus.CONFIRMED
+
+
+def test_e1_smtp_down_during_signup_loses_nothing(app, client, smtp):
+    smtp.stop()
+    response = post_signup(client, ADDRESS)
+    assert response.status_code == 200, "the visitor sees the acknowledgement"
+    assert count(app, SignupRequest) == 1
+    assert run_worker(app).retried == 1
+    assert count(app, OutboxMessage, OutboxMessage.status == OutboxStatus.PENDING) == 1
+
+    from conftest import start_smtp
+
+    back = start_smtp()
+    try:
+        app.extensions["mail"].port = back.port
+        with freeze_time(utcnow() + timedelta(minutes=5)):
+            run_worker(app)
+            [message] = back.messages
+            assert click_and_press(client, links(message)["confirm"]).status_code == 200
+    finally:
+        back.stop()
+    assert subscription_states(app) == {"newsletter": SubscriptionStatus.SUBSCRIBED}
+
+
+def test_the_consent_version_is_shown_with_its_date(app, client):
+    page = client.get("/?lang=en").get_data(as_text=True)
+    assert "Version 1 of this statement, published on" in page
