@@ -67,8 +67,9 @@ def _wire_http(app: Flask) -> None:
 
 
 def _wire_blueprints(app: Flask) -> None:
-    from .views import dev, public
+    from .views import dev, preferences, public
 
     app.register_blueprint(public.bp)
+    app.register_blueprint(preferences.bp)
     if app.config["DEV_MAILBOX"]:
         app.register_blueprint(dev.bp)

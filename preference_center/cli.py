@@ -54,6 +54,10 @@ _topic_options = [
     click.option("--description-en"),
     click.option("--purpose"),
     click.option("--position", type=int),
+    click.option(
+        "--frequencies",
+        help="Comma-separated choices offered to subscribers: every-issue, weekly, monthly.",
+    ),
 ]
 
 
@@ -65,6 +69,8 @@ def _with_topic_options(func: Any) -> Any:
 
 def _topic_fields(kwargs: dict[str, Any], public: bool | None) -> dict[str, Any]:
     fields = {k: v for k, v in kwargs.items() if v is not None}
+    if "frequencies" in fields:
+        fields["frequencies"] = [f.strip() for f in fields["frequencies"].split(",") if f.strip()]
     if public is not None:
         fields["is_public"] = public
     return fields

@@ -84,6 +84,17 @@ DEFAULTS: dict[str, Any] = {
     "CONSENT_CLIENT_DATA_MONTHS": 24,  # then IP addresses are truncated and user agents dropped (K7)
     "SUPPRESSION_KEY": None,  # HMAC key of the suppression list; derived from SECRET_KEY if unset
     "SUPPRESSION_KEY_FALLBACKS": [],
+    # Preference center.
+    "MANAGE_TOKEN_MAX_AGE": 730 * 24 * 3600,  # manage links in old emails keep working...
+    "UNSUBSCRIBE_TOKEN_MAX_AGE": 730 * 24 * 3600,  # ...and so do one-click unsubscribe links
+    "EXPORT_TOKEN_MAX_AGE": 24 * 3600,  # a data download link works for a day
+    "MANAGE_LINK_INTERVAL": 15 * 60,  # at most one "email me my link" per address per window
+    "UNSUBSCRIBE_MAILBOX": None,  # e.g. "unsubscribe@example.be": adds a mailto to List-Unsubscribe
+    "LEAVE_REASON_LINK_HOURS": 0,  # a leave reason is never linked to the person
+    "SYNC_TOMBSTONE_DAYS": 30,  # then erased addresses are scrubbed from the change feed
+    "DKIM_PRIVATE_KEY": None,  # PEM (or a path to it): sign every email we send
+    "DKIM_SELECTOR": None,
+    "DKIM_DOMAIN": None,  # defaults to the sender's domain
 }
 
 

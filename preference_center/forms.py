@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, HiddenField, SelectField, SelectMultipleField, StringField
+from wtforms import (
+    BooleanField,
+    DateField,
+    HiddenField,
+    RadioField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
@@ -91,3 +100,58 @@ class SignupForm(FlaskForm):
 
 class ButtonForm(FlaskForm):
     """A form that is only a button and its CSRF token: every link's POST (B1, B7)."""
+
+
+class PreferencesForm(FlaskForm):
+    """The preference page. Topics and their frequencies are read from the request by name
+    (``topic-<slug>``, ``frequency-<slug>``) because the list of topics is data."""
+
+    version = HiddenField()
+    consent_text_id = HiddenField()
+    first_name = StringField(
+        _l("First name"),
+        validators=[Optional(), Length(max=100), no_line_breaks],
+        render_kw={"autocomplete": "given-name"},
+    )
+    language = SelectField(
+        _l("Language of our emails"),
+        choices=[SelectChoice(code, NATIVE_NAMES[code]) for code in SUPPORTED_LOCALES],
+    )
+    paused_until = DateField(_l("Pause all emails until"), validators=[Optional()])
+
+
+class EmailChangeForm(FlaskForm):
+    new_email = StringField(
+        _l("New email address"),
+        validators=[
+            DataRequired(_l("Please enter your email address.")),
+            Length(max=320),
+            valid_address,
+        ],
+        render_kw={"autocomplete": "email", "inputmode": "email", "spellcheck": "false"},
+    )
+
+
+class LeaveReasonForm(FlaskForm):
+    reason = RadioField(
+        _l("Why are you leaving? (optional)"),
+        choices=[
+            SelectChoice("too-many", _l("I receive too many emails")),
+            SelectChoice("not-relevant", _l("The content is not relevant to me")),
+            SelectChoice("never-signed-up", _l("I never signed up")),
+            SelectChoice("other", _l("Another reason")),
+        ],
+        validators=[Optional()],
+    )
+    comment = TextAreaField(
+        _l("Anything else you want to tell us? (optional)"),
+        validators=[Optional(), Length(max=500)],
+    )
+
+
+class ManageLinkForm(FlaskForm):
+    email = StringField(
+        _l("Email address"),
+        validators=[DataRequired(_l("Please enter your email address.")), Length(max=320)],
+        render_kw={"autocomplete": "email", "inputmode": "email", "spellcheck": "false"},
+    )

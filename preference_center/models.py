@@ -10,7 +10,7 @@ import enum
 import hashlib
 import secrets
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -141,6 +141,12 @@ class Contact(db.Model):
     )
     #: Permanent delivery failures; at OUTBOX_HARD_BOUNCE_LIMIT no more mail is sent.
     hard_bounces: Mapped[int] = mapped_column(default=0)
+    #: Part of every "manage" link; raising it revokes all links sent so far.
+    manage_version: Mapped[int] = mapped_column(default=1)
+    #: Raised by every change of preferences, so a save from a stale tab is refused (F3).
+    prefs_version: Mapped[int] = mapped_column(default=1)
+    #: No newsletters until this moment (a pause chosen on the preference page).
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -169,6 +175,8 @@ class Topic(db.Model):
     purpose: Mapped[str] = mapped_column(Text, default="")
     is_public: Mapped[bool] = mapped_column(default=True)
     position: Mapped[int] = mapped_column(default=0)
+    #: Frequencies a subscriber may choose, e.g. ["every-issue", "monthly"]; empty: no choice.
+    frequencies: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def name(self, language: str) -> str:
@@ -371,3 +379,67 @@ class PurgeLog(db.Model):
     ran_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     kind: Mapped[str] = mapped_column(String(64))
     count: Mapped[int]
+
+
+class ChangeKind(enum.StrEnum):
+    SUBSCRIBED = "subscribed"
+    UPDATED = "updated"
+    UNSUBSCRIBED = "unsubscribed"
+    ERASED = "erased"
+    BOUNCED = "bounced"
+
+
+class SubscriberChange(db.Model):
+    """The change feed for the mailing list: every addition *and* removal, in order.
+
+    The id is the cursor. An erasure leaves a tombstone holding only what the list needs to
+    delete the member (its stable id and canonical address); the address is scrubbed later.
+    """
+
+    __tablename__ = "subscriber_change"
+    __table_args__ = (Index("ix_subscriber_change_topic_id", "topic_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[ChangeKind] = mapped_column(_enum(ChangeKind))
+    #: Contact.public_id: stable, and still meaningful after the contact is gone.
+    subscriber_id: Mapped[str] = mapped_column(String(36), index=True)
+    topic_id: Mapped[int | None] = mapped_column(ForeignKey("topic.id", ondelete="SET NULL"))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Only on erasure tombstones; cleared after SYNC_TOMBSTONE_DAYS.
+    email: Mapped[str | None] = mapped_column(String(254))
+
+
+class EmailChangeRequest(db.Model):
+    """A new address waiting for its own confirmation; nothing moves until then (D10)."""
+
+    __tablename__ = "email_change_request"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(
+        String(32), unique=True, default=lambda: secrets.token_urlsafe(16)
+    )
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contact.id", ondelete="CASCADE"), index=True
+    )
+    new_email: Mapped[str] = mapped_column(String(254))
+    new_email_display: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[RequestStatus] = mapped_column(
+        _enum(RequestStatus), default=RequestStatus.PENDING
+    )
+
+    contact: Mapped[Contact] = relationship()
+
+
+class LeaveReason(db.Model):
+    """Why someone left, for the marketers' statistics. Never linked to the person."""
+
+    __tablename__ = "leave_reason"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    comment: Mapped[str | None] = mapped_column(String(500))
+    language: Mapped[str] = mapped_column(String(2))
+    #: Rounded to the day: an exact time could be matched with the unsubscribe itself.
+    day: Mapped[date]

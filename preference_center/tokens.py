@@ -29,6 +29,10 @@ class Purpose(enum.StrEnum):
     NOT_ME = "not-me"
     FORM = "signup-form"
     RESEND = "resend-confirmation"
+    MANAGE = "manage-preferences"
+    UNSUBSCRIBE = "one-click-unsubscribe"
+    EXPORT = "export-my-data"
+    EMAIL_CHANGE = "confirm-new-address"
 
     @property
     def max_age_setting(self) -> str:
@@ -37,6 +41,10 @@ class Purpose(enum.StrEnum):
             Purpose.NOT_ME: "CONFIRM_TOKEN_MAX_AGE",
             Purpose.FORM: "SIGNUP_FORM_MAX_AGE",
             Purpose.RESEND: "SIGNUP_FORM_MAX_AGE",
+            Purpose.MANAGE: "MANAGE_TOKEN_MAX_AGE",
+            Purpose.UNSUBSCRIBE: "UNSUBSCRIBE_TOKEN_MAX_AGE",
+            Purpose.EXPORT: "EXPORT_TOKEN_MAX_AGE",
+            Purpose.EMAIL_CHANGE: "CONFIRM_TOKEN_MAX_AGE",
         }[self]
 
 

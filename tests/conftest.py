@@ -115,6 +115,8 @@ class RecordingHandler:
     """An aiosmtpd handler that keeps messages and can be told to refuse some."""
 
     messages: list[EmailMessage] = field(default_factory=list)
+    #: The bytes as received, for checks that parsing would change (DKIM, line lengths).
+    raw: list[bytes] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     #: recipient address -> SMTP reply to RCPT TO, e.g. "550 5.1.1 No such user"
     rcpt_replies: dict[str, str] = field(default_factory=dict)
@@ -136,6 +138,7 @@ class RecordingHandler:
             self.messages.append(
                 message_from_bytes(envelope.original_content, policy=policy.default)
             )
+            self.raw.append(envelope.original_content)
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         return "250 Message accepted"
 

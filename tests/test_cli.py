@@ -24,17 +24,32 @@ def test_topics_can_be_added_listed_updated_and_removed(app, runner):
     assert listed == [
         {
             "slug": "jobs", "public": False, "position": 0, "purpose": "Recruitment news",
+            "frequencies": [],
             "name_nl": "Vacatures", "name_fr": "Offres d’emploi", "name_en": "Job openings",
             "description_nl": "Nieuwe vacatures bij ons.", "description_fr": "",
             "description_en": "",
         }
     ]  # fmt: skip
 
-    result = runner.invoke(args=["topics", "update", "jobs", "--public", "--name-en", "Jobs"])
+    result = runner.invoke(
+        args=[
+            "topics",
+            "update",
+            "jobs",
+            "--public",
+            "--name-en",
+            "Jobs",
+            "--frequencies",
+            "weekly,monthly",
+        ]
+    )
     assert result.exit_code == 0, result.output
+    bad = runner.invoke(args=["topics", "update", "jobs", "--frequencies", "hourly"])
+    assert bad.exit_code == 2 and "hourly" in bad.output
     with app.app_context():
         topic = db.session.scalar(select(Topic).where(Topic.slug == "jobs"))
         assert (topic.is_public, topic.name_en, topic.name_nl) == (True, "Jobs", "Vacatures")
+        assert topic.frequencies == ["weekly", "monthly"]
 
     assert runner.invoke(args=["topics", "remove", "jobs"]).exit_code == 0
     assert "No topics yet" in runner.invoke(args=["topics", "list"]).output

@@ -17,7 +17,15 @@ from sqlalchemy import select
 
 from .. import addresses, tokens
 from ..extensions import db
-from ..models import OutboxMessage, RequestStatus, SignupRequest, Topic, utcnow
+from ..models import (
+    Contact,
+    EmailChangeRequest,
+    OutboxMessage,
+    RequestStatus,
+    SignupRequest,
+    Topic,
+    utcnow,
+)
 
 #: (row, language the email is rendered in) -> extra template variables
 ContextBuilder = Callable[[OutboxMessage, str], dict[str, Any]]
@@ -66,6 +74,96 @@ def confirmation(row: OutboxMessage, language: str) -> dict[str, Any]:
         ),
         "valid_days": tokens.max_age(tokens.Purpose.CONFIRM) // 86400,
         "not_me_days": int(current_app.config["NOT_ME_BLOCK_DAYS"]),
+    }
+    db.session.commit()
+    return context
+
+
+def subscriber_links(contact: Contact, topic_id: int | None = None) -> dict[str, str]:
+    """The person's own preference page and one-click unsubscribe (all topics, or one)."""
+    manage = tokens.make(
+        tokens.Purpose.MANAGE, {"c": contact.public_id, "v": contact.manage_version}
+    )
+    unsubscribe = tokens.make(tokens.Purpose.UNSUBSCRIBE, {"c": contact.public_id, "t": topic_id})
+    return {
+        "manage_url": url_for("preferences.manage", token=manage, _external=True),
+        "unsubscribe_url": url_for("preferences.one_click", token=unsubscribe, _external=True),
+        "unsubscribe_token": unsubscribe,
+    }
+
+
+def _contact(row: OutboxMessage) -> Contact:
+    contact = db.session.scalar(
+        select(Contact).where(Contact.public_id == row.context.get("contact"))
+    )
+    if contact is None:
+        db.session.rollback()
+        raise SkipMessage("the contact is gone")
+    return contact
+
+
+@builder("welcome")
+def welcome(row: OutboxMessage, language: str) -> dict[str, Any]:
+    contact = _contact(row)
+    topics = db.session.scalars(
+        select(Topic).where(Topic.id.in_(row.context.get("topics") or []))
+    ).all()
+    context = {
+        "first_name": contact.first_name,
+        "topic_names": [t.name(language) for t in sorted(topics, key=lambda t: (t.position, t.id))],
+        "site_url": url_for("public.index", _external=True),
+        **subscriber_links(contact),
+    }
+    db.session.commit()
+    return context
+
+
+@builder("manage-link")
+def manage_link(row: OutboxMessage, language: str) -> dict[str, Any]:
+    contact = _contact(row)
+    context = {"first_name": contact.first_name, **subscriber_links(contact)}
+    db.session.commit()
+    return context
+
+
+@builder("email-change-notice")
+def email_change_notice(row: OutboxMessage, language: str) -> dict[str, Any]:
+    contact = _contact(row)
+    context = {"first_name": contact.first_name, **subscriber_links(contact)}
+    db.session.commit()
+    return context
+
+
+@builder("export-link")
+def export_link(row: OutboxMessage, language: str) -> dict[str, Any]:
+    contact = _contact(row)
+    token = tokens.make(
+        tokens.Purpose.EXPORT, {"c": contact.public_id, "v": contact.manage_version}
+    )
+    context = {
+        "first_name": contact.first_name,
+        "export_url": url_for("preferences.export", token=token, _external=True),
+        "valid_hours": tokens.max_age(tokens.Purpose.EXPORT) // 3600,
+    }
+    db.session.commit()
+    return context
+
+
+@builder("email-change")
+def email_change(row: OutboxMessage, language: str) -> dict[str, Any]:
+    request = db.session.scalar(
+        select(EmailChangeRequest).where(EmailChangeRequest.public_id == row.context.get("request"))
+    )
+    if request is None or request.status is not RequestStatus.PENDING:
+        db.session.rollback()
+        raise SkipMessage("the address change is no longer pending")
+    token = tokens.make(tokens.Purpose.EMAIL_CHANGE, {"r": request.public_id})
+    context = {
+        "first_name": request.contact.first_name,
+        "new_address": addresses.mask(request.new_email_display),
+        "old_address": addresses.mask(request.contact.email_display),
+        "confirm_url": url_for("preferences.confirm_email_change", token=token, _external=True),
+        "valid_days": tokens.max_age(tokens.Purpose.EMAIL_CHANGE) // 86400,
     }
     db.session.commit()
     return context

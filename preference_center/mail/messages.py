@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, getaddresses, make_msgid
 from typing import Any
+from urllib.parse import quote
 
 import flask_mail
 import idna
@@ -44,6 +45,11 @@ class Rendered:
     text: str
     html: str | None
     language: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class MissingUnsubscribe(Exception):
+    """A marketing email without its List-Unsubscribe data or visible link (B12)."""
 
 
 def render(row: OutboxMessage) -> Rendered:
@@ -59,7 +65,7 @@ def render(row: OutboxMessage) -> Rendered:
     if builder is not None:
         context.update(builder(row, language))
     try:
-        return _render(row.template, language, context)
+        rendered = _render(row.template, language, context)
     except TemplateNotFound:
         raise
     except TemplateError:
@@ -68,7 +74,38 @@ def render(row: OutboxMessage) -> Rendered:
         current_app.logger.exception(
             "email template %r failed in %r; sending it in English", row.template, language
         )
-        return _render(row.template, "en", {**context, "language": "en"})
+        rendered = _render(row.template, "en", {**context, "language": "en"})
+    if row.category == "marketing":
+        rendered = _with_unsubscribe(rendered, context)
+    return rendered
+
+
+def _with_unsubscribe(rendered: Rendered, context: dict[str, Any]) -> Rendered:
+    """RFC 8058 headers plus a visible link: Gmail and Yahoo require both (B2, B12).
+
+    ``List-Unsubscribe`` holds one HTTPS URL (and a mailto where a mailbox is configured),
+    on one line under 998 octets: folding it has broken DKIM with some signers (B11).
+    """
+    url = context.get("unsubscribe_url")
+    if not url or (
+        not url.startswith("https://") and current_app.config["PREFERRED_URL_SCHEME"] == "https"
+    ):
+        raise MissingUnsubscribe("a marketing email needs an https unsubscribe_url")
+    if url not in rendered.text or (rendered.html is not None and url not in rendered.html):
+        raise MissingUnsubscribe("the unsubscribe link must be visible in every body")
+    targets = [f"<{url}>"]
+    mailbox = current_app.config.get("UNSUBSCRIBE_MAILBOX")
+    if mailbox:
+        subject = quote(f"unsubscribe {context.get('unsubscribe_token', '')}".strip())
+        targets.append(f"<mailto:{mailbox}?subject={subject}>")
+    header = ", ".join(targets)
+    if len("List-Unsubscribe: ") + len(header) > 998:
+        raise MissingUnsubscribe("List-Unsubscribe would not fit on one line")
+    headers = {
+        "List-Unsubscribe": header,
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+    return Rendered(rendered.subject, rendered.text, rendered.html, rendered.language, headers)
 
 
 def _render(template: str, language: str, context: dict[str, Any]) -> Rendered:
@@ -113,6 +150,11 @@ class OutboxMail(flask_mail.Message):
     def has_bad_headers(self) -> bool:
         return any(_has_line_break(k) or _has_line_break(v) for k, v in self.all_headers().items())
 
+    def as_bytes(self) -> bytes:
+        """The message as sent; DKIM-signed when a key is configured (B11)."""
+        raw = self._message().as_bytes()
+        return dkim_sign(raw)
+
     def _message(self) -> EmailMessage:  # type: ignore[override]
         if self.has_bad_headers():
             raise BadHeaderError("a header value contains a line break")
@@ -136,7 +178,7 @@ def build(row: OutboxMessage, rendered: Rendered) -> OutboxMail:
         sender=current_app.config["MAIL_DEFAULT_SENDER"],
         to_name=row.to_name,
         message_id=row.message_id,
-        extra_headers={"Content-Language": rendered.language},
+        extra_headers={"Content-Language": rendered.language, **rendered.headers},
     )
 
 
@@ -179,3 +221,31 @@ def _format_address(name: str | None, address: str) -> str:
 def _has_line_break(value: object) -> bool:
     text = str(value)
     return "\r" in text or "\n" in text
+
+
+#: Headers our DKIM signature covers; the List-* pair must be among them (RFC 8058 §4).
+DKIM_HEADERS = (
+    b"from", b"to", b"subject", b"date", b"message-id", b"content-type", b"mime-version",
+    b"content-language", b"list-unsubscribe", b"list-unsubscribe-post",
+)  # fmt: skip
+
+
+def dkim_sign(raw: bytes) -> bytes:
+    """Prepend a DKIM-Signature when DKIM_PRIVATE_KEY and DKIM_SELECTOR are set."""
+    config = current_app.config
+    key, selector = config.get("DKIM_PRIVATE_KEY"), config.get("DKIM_SELECTOR")
+    if not (key and selector):
+        return raw
+    import dkim
+
+    pem = key.encode() if "-----BEGIN" in key else open(key, "rb").read()  # noqa: SIM115
+    domain = config.get("DKIM_DOMAIN") or sender_domain()
+    present = {h for h in DKIM_HEADERS if f"\n{h.decode()}:".encode() in b"\n" + raw.lower()}
+    signature = dkim.sign(
+        raw,
+        selector.encode(),
+        domain.encode(),
+        pem,
+        include_headers=[h for h in DKIM_HEADERS if h in present],
+    )
+    return signature + raw

@@ -21,6 +21,7 @@ from ..models import (
     PurgeLog,
     RequestStatus,
     SignupRequest,
+    SubscriberChange,
     Subscription,
     Suppression,
     utcnow,
@@ -38,6 +39,7 @@ def purge(now: datetime | None = None) -> dict[str, int]:
         "unconfirmed_contacts": _unconfirmed_contacts(now),
         "consent_client_data": _truncate_client_data(now),
         "expired_blocks": _expired_blocks(now),
+        "erasure_tombstones": _scrub_tombstones(now),
     }
     for kind, count in counts.items():
         if count:
@@ -165,6 +167,18 @@ def truncate_ip(ip: str | None) -> str | None:
 def _expired_blocks(now: datetime) -> int:
     result = db.session.execute(
         delete(Suppression).where(Suppression.until.is_not(None), Suppression.until < now)
+    )
+    db.session.commit()
+    return result.rowcount or 0
+
+
+def _scrub_tombstones(now: datetime) -> int:
+    """Erased addresses leave the change feed once the mailing list had time to act (K3)."""
+    cutoff = now - timedelta(days=int(current_app.config["SYNC_TOMBSTONE_DAYS"]))
+    result = db.session.execute(
+        update(SubscriberChange)
+        .where(SubscriberChange.email.is_not(None), SubscriberChange.occurred_at < cutoff)
+        .values(email=None)
     )
     db.session.commit()
     return result.rowcount or 0

@@ -25,6 +25,7 @@ from .. import addresses, suppression
 from ..extensions import db
 from ..mail import outbox
 from ..models import (
+    ChangeKind,
     ConsentAction,
     ConsentEvent,
     ConsentText,
@@ -40,6 +41,7 @@ from ..models import (
     Topic,
     utcnow,
 )
+from . import changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +141,10 @@ def public_topics_by_slug(slugs: list[str]) -> list[Topic]:
     return sorted(found, key=lambda t: (t.position, t.id))
 
 
-def _record(
+def record_event(
     action: ConsentAction,
     contact: Contact,
-    topic: Topic,
+    topic: Topic | None,
     *,
     channel: str,
     client: Client,
@@ -154,7 +156,7 @@ def _record(
     db.session.add(
         ConsentEvent(
             contact_id=contact.id,
-            topic_id=topic.id,
+            topic_id=topic.id if topic else None,
             action=action,
             channel=channel,
             ip=client.ip,
@@ -196,7 +198,7 @@ def _blocked(address: addresses.Address) -> bool:
     return entry is not None and entry.reason is SuppressionReason.NOT_ME
 
 
-def _address_of(contact: Contact) -> addresses.Address:
+def address_of(contact: Contact) -> addresses.Address:
     return addresses.parse(contact.email)
 
 
@@ -279,7 +281,7 @@ def request_subscription(
     db.session.flush()
     message_id = _queue_confirmation(request, contact, address)
     for topic in wanted:
-        _record(
+        record_event(
             ConsentAction.REQUESTED,
             contact,
             topic,
@@ -368,7 +370,8 @@ def confirm(public_id: str, client: Client) -> ConfirmResult:
         subscription.status = SubscriptionStatus.SUBSCRIBED
         subscription.confirmed_at = now
         subscription.unsubscribed_at = None
-        _record(
+        changes.record(ChangeKind.SUBSCRIBED, contact, topic)
+        record_event(
             ConsentAction.CONFIRMED,
             contact,
             topic,
@@ -380,6 +383,17 @@ def confirm(public_id: str, client: Client) -> ConfirmResult:
         )
     # A fresh, explicit confirmation is the only thing that lifts a suppression (C11, K4).
     suppression.lift(contact.email)
+    contact.prefs_version += 1
+    # One welcome email, with the person's own preference link and one-click unsubscribe.
+    outbox.enqueue(
+        "welcome",
+        address_of(contact),
+        contact.language,
+        to_name=contact.first_name,
+        context={"contact": contact.public_id, "topics": [t.id for t in topics]},
+        contact=contact,
+        category="marketing",
+    )
     db.session.commit()
     return ConfirmResult(RequestStatus.CONFIRMED, True, contact, topics)
 
@@ -461,20 +475,22 @@ def resend_confirmation(public_id: str) -> bool:
     now = utcnow()
     window = timedelta(seconds=int(current_app.config["CONFIRM_EMAIL_INTERVAL"]))
     recently = request.emailed_at is not None and request.emailed_at > now - window
-    if _blocked(_address_of(contact)) or recently:
+    if _blocked(address_of(contact)) or recently:
         db.session.commit()
         return False
     request.expires_at = now + _request_lifetime()
-    _queue_confirmation(request, contact, _address_of(contact))
+    _queue_confirmation(request, contact, address_of(contact))
     db.session.commit()
     return True
 
 
-def unsubscribe_all(contact_id: int, *, channel: str, client: Client) -> int:
-    """Leave every topic and cancel every pending request; returns how many topics were left.
+def unsubscribe_all(
+    contact_id: int, *, channel: str, client: Client, topic_ids: list[int] | None = None
+) -> int:
+    """Leave every topic (or only ``topic_ids``); returns how many topics were left.
 
-    A pending confirmation link stops working here: an old link can never undo an
-    unsubscribe (A8, F2).
+    Leaving everything also cancels every pending request, so an old confirmation link can
+    never undo an unsubscribe (A8, F2). Repeating it changes nothing (B2: idempotent).
     """
     lock_contact(contact_id)
     contact = db.session.get(Contact, contact_id, populate_existing=True)
@@ -483,16 +499,17 @@ def unsubscribe_all(contact_id: int, *, channel: str, client: Client) -> int:
         return 0
     now = utcnow()
     left = 0
-    subscriptions = db.session.scalars(
-        select(Subscription).where(
-            Subscription.contact_id == contact_id,
-            Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
-        )
-    ).all()
-    for subscription in subscriptions:
+    query = select(Subscription).where(
+        Subscription.contact_id == contact_id,
+        Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
+    )
+    if topic_ids is not None:
+        query = query.where(Subscription.topic_id.in_(topic_ids))
+    for subscription in db.session.scalars(query).all():
         subscription.status = SubscriptionStatus.UNSUBSCRIBED
         subscription.unsubscribed_at = now
-        _record(
+        changes.record(ChangeKind.UNSUBSCRIBED, contact, subscription.topic)
+        record_event(
             ConsentAction.WITHDRAWN,
             contact,
             subscription.topic,
@@ -501,13 +518,17 @@ def unsubscribe_all(contact_id: int, *, channel: str, client: Client) -> int:
             language=contact.language,
         )
         left += 1
-    db.session.execute(
-        update(SignupRequest)
-        .where(
-            SignupRequest.contact_id == contact_id, SignupRequest.status == RequestStatus.PENDING
+    if topic_ids is None:
+        db.session.execute(
+            update(SignupRequest)
+            .where(
+                SignupRequest.contact_id == contact_id,
+                SignupRequest.status == RequestStatus.PENDING,
+            )
+            .values(status=RequestStatus.CANCELLED)
+            .execution_options(synchronize_session=False)
         )
-        .values(status=RequestStatus.CANCELLED)
-        .execution_options(synchronize_session=False)
-    )
+    if left:
+        contact.prefs_version += 1
     db.session.commit()
     return left

@@ -45,6 +45,7 @@ EXAMPLES: list[dict[str, Any]] = [
         "description_en": "Invitations to our events, trade fairs and webinars in Belgium and the Netherlands.",
         "purpose": "Inviting people to events they said they want to hear about.",
         "position": 2,
+        "frequencies": ["every-issue", "monthly"],
     },
     {
         "slug": "product-news",
@@ -145,13 +146,21 @@ def as_dict(topic: Topic) -> dict[str, Any]:
         "public": topic.is_public,
         "position": topic.position,
         "purpose": topic.purpose,
+        "frequencies": topic.frequencies or [],
     }
     data.update({name: getattr(topic, name) for name in TEXT_FIELDS})
     return data
 
 
+#: Frequencies a topic may offer (the preference page has words for each).
+FREQUENCIES = ("every-issue", "weekly", "monthly")
+
+
 def _clean(fields: dict[str, Any]) -> dict[str, Any]:
-    allowed = {*TEXT_FIELDS, "purpose", "is_public", "position"}
+    allowed = {*TEXT_FIELDS, "purpose", "is_public", "position", "frequencies"}
+    for frequency in fields.get("frequencies") or []:
+        if frequency not in FREQUENCIES:
+            raise TopicError(f"frequency {frequency!r}: use {', '.join(FREQUENCIES)}")
     unknown = set(fields) - allowed
     if unknown:
         raise TopicError(f"unknown fields: {', '.join(sorted(unknown))}")

@@ -17,7 +17,7 @@ from wtforms.fields.choices import SelectChoice
 
 from .. import addresses, tokens
 from ..extensions import client_ip, csrf, limiter
-from ..forms import ButtonForm, SignupForm, address_error
+from ..forms import ButtonForm, ManageLinkForm, SignupForm, address_error
 from ..i18n import remember_subscriber_language, validated
 from ..models import RequestStatus
 from ..services import consent, subscriptions, system, topics
@@ -32,6 +32,13 @@ email_limit = limiter.shared_limit(
 )
 #: Pages reached by a token: enough for people, far too few to guess tokens (A14).
 token_limit = limiter.shared_limit(lambda: current_app.config["TOKEN_RATE_LIMIT"], scope="tokens")
+#: For the one-click unsubscribe: mailbox providers post many genuine unsubscribes from one
+#: address, and an unsubscribe must never be lost, so only failures count against the budget.
+failed_token_limit = limiter.shared_limit(
+    lambda: current_app.config["TOKEN_RATE_LIMIT"],
+    scope="tokens",
+    deduct_when=lambda response: response.status_code >= 400,
+)
 
 
 def _client() -> subscriptions.Client:
@@ -75,7 +82,11 @@ def _render_signup(form: SignupForm, offered: list[Any], status: int = 200) -> t
     descriptions = {t.slug: t.description(language) for t in offered}
     return (
         render_template(
-            "public/index.html", form=form, consent_text=text, descriptions=descriptions
+            "public/index.html",
+            form=form,
+            consent_text=text,
+            descriptions=descriptions,
+            manage_form=ManageLinkForm(),
         ),
         status,
     )
