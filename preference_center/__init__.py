@@ -38,7 +38,8 @@ def create_app(
 
 def _wire_extensions(app: Flask) -> None:
     from . import database, i18n
-    from .extensions import babel, csrf, db, limiter, mail, migrate
+    from .extensions import babel, csrf, db, limiter, login_manager, mail, migrate
+    from .services import accounts
 
     db.init_app(app)
     database.tune_engines(app)
@@ -47,6 +48,12 @@ def _wire_extensions(app: Flask) -> None:
     csrf.init_app(app)
     babel.init_app(app, locale_selector=i18n.select_locale)
     limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.user_loader(accounts.load)
+    login_manager.login_view = "admin.login"
+    # No IP/agent binding ("strong" signs people out on every mobile network change and
+    # rewrites every visitor's cookie); revocation comes from User.session_version instead.
+    login_manager.session_protection = None
 
 
 def _wire_http(app: Flask) -> None:
@@ -67,9 +74,10 @@ def _wire_http(app: Flask) -> None:
 
 
 def _wire_blueprints(app: Flask) -> None:
-    from .views import dev, preferences, public
+    from .views import admin, dev, preferences, public
 
     app.register_blueprint(public.bp)
     app.register_blueprint(preferences.bp)
+    app.register_blueprint(admin.bp)
     if app.config["DEV_MAILBOX"]:
         app.register_blueprint(dev.bp)

@@ -17,7 +17,7 @@ from flask.cli import AppGroup
 from . import addresses, config, translations
 from .i18n import validated
 from .mail import devmailbox, outbox
-from .services import consent, retention, system, topics
+from .services import accounts, consent, retention, system, topics
 
 topics_cli = AppGroup("topics", help="Manage the topics people can subscribe to.")
 outbox_cli = AppGroup("outbox", help="Deliver and inspect queued emails.")
@@ -25,10 +25,19 @@ mail_cli = AppGroup("mail", help="Email diagnostics.")
 devmail_cli = AppGroup("devmail", help="The development mailbox (debug only).")
 retention_cli = AppGroup("retention", help="Delete what may no longer be kept.")
 consent_cli = AppGroup("consent-texts", help="Publish and list the consent statements.")
+users_cli = AppGroup("users", help="Staff accounts: admin, marketer, dpo.")
 
 
 def register(app: Flask) -> None:
-    for group in (topics_cli, outbox_cli, mail_cli, devmail_cli, retention_cli, consent_cli):
+    for group in (
+        topics_cli,
+        outbox_cli,
+        mail_cli,
+        devmail_cli,
+        retention_cli,
+        consent_cli,
+        users_cli,
+    ):
         app.cli.add_command(group)
     # Also runnable without an app (and so without settings): python -m preference_center.translations
     app.cli.add_command(translations.cli)
@@ -295,3 +304,56 @@ def consent_list(as_json: bool) -> None:
         click.echo(
             f"{row['language']} v{row['version']}  {row['published_at'][:19]}  {row['sha256'][:12]}"
         )
+
+
+# --- staff accounts -----------------------------------------------------------------------
+
+
+@users_cli.command("create")
+@click.argument("email")
+@click.option("--role", required=True, type=click.Choice(["admin", "marketer", "dpo"]))
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--json", "as_json", is_flag=True)
+def users_create(email: str, role: str, password_stdin: bool, as_json: bool) -> None:
+    """Create a staff account; the password is asked for (never given as an argument)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = accounts.create(email, role, password)
+    except accounts.AccountError as exc:
+        _fail(str(exc))
+    _emit(
+        as_json,
+        {"email": user.email, "role": user.role.value},
+        f"Created {user.role.value} {user.email}.",
+    )
+
+
+@users_cli.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def users_list(as_json: bool) -> None:
+    """Every staff account with its role and state."""
+    rows = [
+        {"email": u.email, "role": u.role.value, "active": u.active,
+         "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None}
+        for u in accounts.all_users()
+    ]  # fmt: skip
+    if as_json:
+        _emit(True, rows, "")
+        return
+    for row in rows:
+        state = "active" if row["active"] else "deactivated"
+        click.echo(f"{row['email']:<40} {row['role']:<9} {state}")
+
+
+@users_cli.command("deactivate")
+@click.argument("email")
+def users_deactivate(email: str) -> None:
+    """Sign an account out everywhere and refuse it from now on."""
+    try:
+        user = accounts.deactivate(email)
+    except accounts.AccountError as exc:
+        _fail(str(exc))
+    click.echo(f"Deactivated {user.email}.")

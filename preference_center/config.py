@@ -95,6 +95,8 @@ DEFAULTS: dict[str, Any] = {
     "DKIM_PRIVATE_KEY": None,  # PEM (or a path to it): sign every email we send
     "DKIM_SELECTOR": None,
     "DKIM_DOMAIN": None,  # defaults to the sender's domain
+    # Staff.
+    "LOGIN_RATE_LIMIT": "10 per minute; 50 per hour",  # per IP, on the sign-in form
 }
 
 

@@ -37,7 +37,7 @@ from ..models import (
     Topic,
     utcnow,
 )
-from . import changes
+from . import audit, changes
 from .subscriptions import Client, address_of, lock_contact, record_event, scrub_ledger
 
 LEAVE_REASONS = ("too-many", "not-relevant", "never-signed-up", "other")
@@ -446,6 +446,14 @@ def export_data(contact_id: int) -> dict[str, Any]:
     }
 
 
+def log_export(contact_id: int, fmt: str, ip: str | None) -> None:
+    """Every download of personal data is in the audit log."""
+    contact = db.session.get(Contact, contact_id)
+    if contact is not None:
+        audit.record("subscriber", "subscriber.export", contact.public_id, ip=ip, format=fmt)
+        db.session.commit()
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
@@ -488,6 +496,7 @@ def erase(contact_id: int, client: Client) -> None:
         return
     suppression.add(contact.email, SuppressionReason.ERASED)
     changes.record(ChangeKind.ERASED, contact)
+    audit.record("subscriber", "subscriber.erase", contact.public_id, ip=client.ip)
     db.session.add(
         ConsentEvent(
             contact_id=None,

@@ -457,6 +457,7 @@ def export(token: str) -> Any:
 def export_file(token: str, fmt: str) -> Response:
     contact = _export_contact(token)
     data = preferences.export_data(contact.id)
+    preferences.log_export(contact.id, fmt, client_ip())
     if fmt == "json":
         body, mimetype = json.dumps(data, ensure_ascii=False, indent=2), "application/json"
     elif fmt == "csv":
