@@ -14,10 +14,10 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from . import addresses, config, translations
+from . import addresses, config, readers, translations
 from .i18n import validated
 from .mail import devmailbox, outbox
-from .services import accounts, consent, retention, system, topics
+from .services import accounts, consent, imports, retention, system, topics
 
 topics_cli = AppGroup("topics", help="Manage the topics people can subscribe to.")
 outbox_cli = AppGroup("outbox", help="Deliver and inspect queued emails.")
@@ -26,6 +26,7 @@ devmail_cli = AppGroup("devmail", help="The development mailbox (debug only).")
 retention_cli = AppGroup("retention", help="Delete what may no longer be kept.")
 consent_cli = AppGroup("consent-texts", help="Publish and list the consent statements.")
 users_cli = AppGroup("users", help="Staff accounts: admin, marketer, dpo.")
+contacts_cli = AppGroup("contacts", help="Import event contact lists.")
 
 
 def register(app: Flask) -> None:
@@ -37,6 +38,7 @@ def register(app: Flask) -> None:
         retention_cli,
         consent_cli,
         users_cli,
+        contacts_cli,
     ):
         app.cli.add_command(group)
     # Also runnable without an app (and so without settings): python -m preference_center.translations
@@ -357,3 +359,71 @@ def users_deactivate(email: str) -> None:
     except accounts.AccountError as exc:
         _fail(str(exc))
     click.echo(f"Deactivated {user.email}.")
+
+
+# --- imports ------------------------------------------------------------------------------
+
+
+@contacts_cli.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--event", "event_name", required=True, help="Where the contacts were collected.")
+@click.option("--event-date", required=True, type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.option("--collected-by", required=True,
+              type=click.Choice(["business-card", "badge-scan", "sheet", "other"]))  # fmt: skip
+@click.option("--mapping", help="Columns as field=index, e.g. email=2,first_name=0 (0-based).")
+@click.option("--encoding", help="Force the text encoding, e.g. cp1252 or utf-16.")
+@click.option("--delimiter", help="Force the delimiter: , ; tab or |.")
+@click.option("--sheet", help="The worksheet of an .xlsx file (default: the first).")
+@click.option("--language", default="nl", type=click.Choice(["nl", "fr", "en"]),
+              help="Language of the permission email when the file gives none.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True)
+def contacts_import(path: str, event_name: str, event_date: Any, collected_by: str,
+                    mapping: str | None, encoding: str | None, delimiter: str | None,
+                    sheet: str | None, language: str, as_json: bool) -> None:  # fmt: skip
+    """Import a contact file (CSV/TSV, .xlsx, .vcf); nobody is subscribed by an import."""
+    options: dict[str, Any] = {"encoding": encoding, "sheet": sheet,
+                               "delimiter": "\t" if delimiter == "tab" else delimiter}  # fmt: skip
+    if mapping:
+        try:
+            options["mapping"] = {
+                field.strip(): int(index)
+                for field, index in (part.split("=", 1) for part in mapping.split(","))
+            }
+        except ValueError:
+            _fail("--mapping takes field=index pairs, e.g. email=2,first_name=0")
+    try:
+        provenance = imports.Provenance.checked(
+            event_name, event_date.date(), collected_by, uploaded_by="cli"
+        )
+    except imports.ProvenanceMissing as exc:
+        _fail(str(exc))
+    interactive = sys.stderr.isatty() and not as_json
+
+    def progress(rows: int) -> None:
+        if interactive:
+            click.echo(f"\r{rows:,} rows read", nl=False, err=True)
+
+    try:
+        with open(path, "rb") as stream:
+            batch = imports.import_contacts(
+                stream, filename=path.rsplit("/", 1)[-1], provenance=provenance,
+                options=options, language=language, progress=progress,
+            )  # fmt: skip
+    except readers.ReadError as exc:
+        _fail(f"this file cannot be imported ({exc.code}): {exc.detail}")
+    if interactive:
+        click.echo("", err=True)
+    data = {"batch": batch.id, "rows": batch.rows_read, "counts": batch.counts,
+            "sha256": batch.file_sha256}  # fmt: skip
+    text = f"Imported batch {batch.id}: {batch.rows_read} rows; " + ", ".join(
+        f"{k}: {v}" for k, v in sorted(batch.counts.items())
+    )
+    _emit(as_json, data, text)
+
+
+@contacts_cli.command("report")
+@click.argument("batch_id", type=int)
+def contacts_report(batch_id: int) -> None:
+    """Print a batch's per-row report as CSV (formula-neutralised)."""
+    for chunk in imports.report_csv(batch_id):
+        click.echo(chunk, nl=False)

@@ -147,6 +147,10 @@ class Contact(db.Model):
     prefs_version: Mapped[int] = mapped_column(default=1)
     #: No newsletters until this moment (a pause chosen on the preference page).
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The event list the address came from, for imported contacts (GDPR Art. 14(2)(f)).
+    import_batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("import_batch.id", ondelete="SET NULL", use_alter=True)
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -503,3 +507,79 @@ class AuditEntry(db.Model):
 @event.listens_for(AuditEntry, "before_update")
 def _audit_is_append_only(mapper: Any, connection: Any, target: AuditEntry) -> None:
     raise ValueError("the audit log is append-only")
+
+
+class CollectedBy(enum.StrEnum):
+    BUSINESS_CARD = "business-card"
+    BADGE_SCAN = "badge-scan"
+    SHEET = "sheet"
+    OTHER = "other"
+
+
+class ImportStatus(enum.StrEnum):
+    QUEUED = "queued"
+    IMPORTING = "importing"
+    IMPORTED = "imported"
+    FAILED = "failed"
+
+
+class ImportOutcome(enum.StrEnum):
+    NEW = "new"  # will be asked for permission
+    ALREADY_SUBSCRIBED = "already-subscribed"  # never mailed again
+    UNSUBSCRIBED = "unsubscribed"  # left earlier: never mailed again
+    DUPLICATE = "duplicate"  # a second time in the same file
+    SUPPRESSED = "suppressed"  # erased or refused: never mailed
+    ASKED_RECENTLY = "asked-recently"  # asked within the last 12 months (G14)
+    INVALID = "invalid"
+
+
+class ImportBatch(db.Model):
+    """One uploaded file of event contacts, with its mandatory provenance (G17)."""
+
+    __tablename__ = "import_batch"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_name: Mapped[str] = mapped_column(String(200))
+    event_date: Mapped[date]
+    collected_by: Mapped[CollectedBy] = mapped_column(_enum(CollectedBy))
+    uploaded_by: Mapped[str] = mapped_column(String(254))
+    filename: Mapped[str] = mapped_column(String(255))
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    #: The reading options confirmed in the preview: encoding, delimiter, sheet, mapping.
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: Language of the permission email when the file gives none.
+    language: Mapped[str] = mapped_column(String(2), default="nl")
+    status: Mapped[ImportStatus] = mapped_column(_enum(ImportStatus), default=ImportStatus.QUEUED)
+    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    rows_read: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    imported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ImportRow(db.Model):
+    """One line of the per-row report; personal data goes with the batch at its deadline."""
+
+    __tablename__ = "import_row"
+    __table_args__ = (Index("ix_import_row_batch_outcome", "batch_id", "outcome"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("import_batch.id", ondelete="CASCADE"))
+    line: Mapped[int]
+    email: Mapped[str] = mapped_column(String(320))
+    outcome: Mapped[ImportOutcome] = mapped_column(_enum(ImportOutcome))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    address_kind: Mapped[AddressKind | None] = mapped_column(_enum(AddressKind))
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contact.id", ondelete="SET NULL"), index=True
+    )
+
+
+class AskedMarker(db.Model):
+    """Keyed HMAC of an address asked for permission, and when: never ask twice a year (G14)."""
+
+    __tablename__ = "asked_marker"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    asked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -746,8 +746,10 @@ def _sniff_text(
         for record in _records(lines, delimiter)
         if not (sep and record.line == 1) and (record.cells is None or not _is_blank(record.cells))
     ]
-    if truncated and records:
-        records.pop()  # may be cut in the middle of a quoted field
+    if truncated and len(records) > 2:
+        # The last record may be cut in the middle of a quoted field. Kept when it is the only
+        # data row: a first row with a monstrous field must still leave a header to preview.
+        records.pop()
     table = [(record.line, record.cells) for record in records if record.cells is not None]
     if not table and not records:
         raise ReadError(EMPTY, "no records")
