@@ -17,7 +17,7 @@ from flask.cli import AppGroup
 from . import addresses, config, readers, translations
 from .i18n import validated
 from .mail import devmailbox, outbox
-from .services import accounts, consent, imports, retention, system, topics
+from .services import accounts, consent, imports, repermission, retention, system, topics
 
 topics_cli = AppGroup("topics", help="Manage the topics people can subscribe to.")
 outbox_cli = AppGroup("outbox", help="Deliver and inspect queued emails.")
@@ -27,6 +27,7 @@ retention_cli = AppGroup("retention", help="Delete what may no longer be kept.")
 consent_cli = AppGroup("consent-texts", help="Publish and list the consent statements.")
 users_cli = AppGroup("users", help="Staff accounts: admin, marketer, dpo.")
 contacts_cli = AppGroup("contacts", help="Import event contact lists.")
+repermission_cli = AppGroup("repermission", help="Ask imported contacts for permission.")
 
 
 def register(app: Flask) -> None:
@@ -39,6 +40,7 @@ def register(app: Flask) -> None:
         consent_cli,
         users_cli,
         contacts_cli,
+        repermission_cli,
     ):
         app.cli.add_command(group)
     # Also runnable without an app (and so without settings): python -m preference_center.translations
@@ -427,3 +429,44 @@ def contacts_report(batch_id: int) -> None:
     """Print a batch's per-row report as CSV (formula-neutralised)."""
     for chunk in imports.report_csv(batch_id):
         click.echo(chunk, nl=False)
+
+
+# --- permission campaigns -----------------------------------------------------------------
+
+
+@repermission_cli.command("send")
+@click.argument("batch_id", type=int)
+@click.option("--topics", default="", help="Comma-separated topic slugs to ask permission for.")
+@click.option("--json", "as_json", is_flag=True)
+def repermission_send(batch_id: int, topics: str, as_json: bool) -> None:
+    """Queue the permission email for a batch (again safe: nobody is asked twice)."""
+    slugs = [t.strip() for t in topics.split(",") if t.strip()]
+    try:
+        queued = repermission.send(batch_id, slugs, actor="cli")
+    except repermission.CampaignError as exc:
+        _fail(str(exc))
+    _emit(
+        as_json,
+        {"batch": batch_id, "queued": queued},
+        f"Queued {queued} permission emails for batch {batch_id}.",
+    )
+
+
+@repermission_cli.command("remind")
+@click.option("--json", "as_json", is_flag=True)
+def repermission_remind(as_json: bool) -> None:
+    """Send the one reminder of every batch that is due (safe to run daily)."""
+    queued = repermission.remind()
+    _emit(as_json, {"queued": queued}, f"Queued {queued} reminders.")
+
+
+@repermission_cli.command("funnel")
+@click.argument("batch_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+def repermission_funnel(batch_id: int, as_json: bool) -> None:
+    """imported, mailed, delivered, bounced, confirmed, refused, purged."""
+    try:
+        figures = repermission.funnel(batch_id)
+    except repermission.CampaignError as exc:
+        _fail(str(exc))
+    _emit(as_json, figures, ", ".join(f"{k}: {v}" for k, v in figures.items()))

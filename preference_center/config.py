@@ -95,6 +95,10 @@ DEFAULTS: dict[str, Any] = {
     "DKIM_PRIVATE_KEY": None,  # PEM (or a path to it): sign every email we send
     "DKIM_SELECTOR": None,
     "DKIM_DOMAIN": None,  # defaults to the sender's domain
+    # Permission campaigns for imported contacts.
+    "REPERMISSION_DEADLINE_DAYS": 30,  # who has not confirmed by then is purged
+    "REPERMISSION_REMINDER_DAYS": 14,  # one reminder, to those who neither confirmed nor refused
+    "REPERMISSION_HOURLY_CAP": 2000,  # permission emails per hour (throttled in the outbox)
     # Staff.
     "LOGIN_RATE_LIMIT": "10 per minute; 50 per hour",  # per IP, on the sign-in form
 }

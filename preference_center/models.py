@@ -345,6 +345,10 @@ class SignupRequest(db.Model):
     #: Campaign or event label from the form's URL (a QR code at a booth, for instance).
     source_label: Mapped[str | None] = mapped_column(String(64))
     channel: Mapped[str] = mapped_column(String(64), default="web-form")
+    #: Set when the request is a permission email to an imported contact.
+    import_batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("import_batch.id", ondelete="SET NULL", use_alter=True), index=True
+    )
     consent_text_id: Mapped[int | None] = mapped_column(ForeignKey("consent_text.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: When the confirmation email last left; the link's lifetime counts from here (E5).
@@ -551,6 +555,14 @@ class ImportBatch(db.Model):
     language: Mapped[str] = mapped_column(String(2), default="nl")
     status: Mapped[ImportStatus] = mapped_column(_enum(ImportStatus), default=ImportStatus.QUEUED)
     counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    #: The permission campaign: what we ask for, when we asked, until when we wait.
+    topic_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    mailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Campaign results that outlive the contacts: refused, purged.
+    tallies: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     rows_read: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

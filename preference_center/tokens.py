@@ -33,6 +33,7 @@ class Purpose(enum.StrEnum):
     UNSUBSCRIBE = "one-click-unsubscribe"
     EXPORT = "export-my-data"
     EMAIL_CHANGE = "confirm-new-address"
+    REFUSE = "never-contact-me"
 
     @property
     def max_age_setting(self) -> str:
@@ -45,6 +46,7 @@ class Purpose(enum.StrEnum):
             Purpose.UNSUBSCRIBE: "UNSUBSCRIBE_TOKEN_MAX_AGE",
             Purpose.EXPORT: "EXPORT_TOKEN_MAX_AGE",
             Purpose.EMAIL_CHANGE: "CONFIRM_TOKEN_MAX_AGE",
+            Purpose.REFUSE: "MANAGE_TOKEN_MAX_AGE",
         }[self]
 
 

@@ -167,3 +167,44 @@ def email_change(row: OutboxMessage, language: str) -> dict[str, Any]:
     }
     db.session.commit()
     return context
+
+
+@builder("repermission")
+@builder("repermission-reminder")
+def repermission(row: OutboxMessage, language: str) -> dict[str, Any]:
+    """The permission email: who we are, where the address came from, one yes, one no."""
+    from ..models import ImportBatch
+
+    request = db.session.scalar(
+        select(SignupRequest).where(SignupRequest.public_id == row.context.get("request"))
+    )
+    if request is None or request.status is not RequestStatus.PENDING:
+        db.session.rollback()
+        raise SkipMessage("the request is no longer pending")
+    batch = db.session.get(ImportBatch, request.import_batch_id)
+    topics = db.session.scalars(select(Topic).where(Topic.id.in_(request.topic_ids))).all()
+    context = {
+        "first_name": request.first_name,
+        "event_name": batch.event_name if batch else "",
+        "event_date": batch.event_date if batch else None,
+        "collected_by": batch.collected_by.value if batch else "other",
+        "topic_names": [t.name(language) for t in sorted(topics, key=lambda t: (t.position, t.id))],
+        "topic_descriptions": [
+            t.description(language) for t in sorted(topics, key=lambda t: (t.position, t.id))
+        ],
+        "deadline": request.expires_at,
+        "site_url": url_for("public.index", _external=True),
+        "masked_address": addresses.mask(request.contact.email_display),
+        "confirm_url": url_for(
+            "public.confirm",
+            token=tokens.make(tokens.Purpose.CONFIRM, {"r": request.public_id}),
+            _external=True,
+        ),
+        "refuse_url": url_for(
+            "preferences.refuse",
+            token=tokens.make(tokens.Purpose.REFUSE, {"r": request.public_id}),
+            _external=True,
+        ),
+    }
+    db.session.commit()
+    return context

@@ -26,6 +26,7 @@ from ..models import (
     Suppression,
     utcnow,
 )
+from . import repermission
 from .subscriptions import lock_contact, scrub_ledger, scrub_request_events
 
 CHUNK = 500
@@ -40,6 +41,7 @@ def purge(now: datetime | None = None) -> dict[str, int]:
         "consent_client_data": _truncate_client_data(now),
         "expired_blocks": _expired_blocks(now),
         "erasure_tombstones": _scrub_tombstones(now),
+        "unconfirmed_imported_contacts": repermission.purge_expired(now),
     }
     for kind, count in counts.items():
         if count:

@@ -166,6 +166,7 @@ def record_event(
             consent_text_sha256=text.sha256 if text else None,
             message_id=message_id,
             request_id=request.id if request else None,
+            import_batch_id=request.import_batch_id if request else None,
         )
     )
 
@@ -352,6 +353,10 @@ def confirm(public_id: str, client: Client) -> ConfirmResult:
 
     request.status = RequestStatus.CONFIRMED
     request.confirmed_at = now
+    if request.import_batch_id is not None:
+        from .repermission import record_confirmation  # imports are a later layer
+
+        record_confirmation(request)
     if request.first_name:
         contact.first_name = request.first_name
     contact.language = request.language

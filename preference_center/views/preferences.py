@@ -39,7 +39,7 @@ from ..forms import (
 )
 from ..i18n import remember_subscriber_language, validated
 from ..models import ConsentAction, Contact, utcnow
-from ..services import consent, preferences, subscriptions
+from ..services import consent, preferences, repermission, subscriptions
 from .public import email_limit, failed_token_limit, token_limit
 
 bp = Blueprint("preferences", __name__)
@@ -602,3 +602,46 @@ def _unsubscribe_contact(payload: dict[str, Any]) -> Contact | None:
     from ..extensions import db
 
     return db.session.scalar(select(Contact).where(Contact.public_id == payload.get("c")))
+
+
+# --- "No, never contact me" from a permission email -------------------------------------------
+
+
+def _refusal(token: str) -> str:
+    try:
+        payload = tokens.load(tokens.Purpose.REFUSE, token)
+    except tokens.TokenError:
+        abort(
+            _link_problem(
+                _("This link is not valid"),
+                [_("The link may be incomplete: please copy the whole link from the email.")],
+                400,
+            )
+        )
+    return str(payload.get("r"))
+
+
+@bp.route("/never/<token>", methods=["GET", "HEAD"])
+@token_limit
+def refuse(token: str) -> Any:
+    _refusal(token)
+    return render_template("preferences/refuse.html", form=ButtonForm())
+
+
+@bp.post("/never/<token>")
+@token_limit
+def refuse_post(token: str) -> Any:
+    request_id = _refusal(token)
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    repermission.refuse(request_id, _client())
+    return render_template(
+        "public/notice.html",
+        title=_("We will never contact you again"),
+        lines=[
+            _("We deleted your address and everything we had about you."),
+            _(
+                "We keep only a coded fingerprint of your address, which cannot be turned back into it, so that no list we import can ever add you again. If you subscribe again yourself, it is removed."
+            ),
+        ],
+    )
