@@ -74,10 +74,11 @@ def _wire_http(app: Flask) -> None:
 
 
 def _wire_blueprints(app: Flask) -> None:
-    from .views import admin, dev, preferences, public
+    from .views import admin, dev, imports, preferences, public
 
     app.register_blueprint(public.bp)
     app.register_blueprint(preferences.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(imports.bp)
     if app.config["DEV_MAILBOX"]:
         app.register_blueprint(dev.bp)

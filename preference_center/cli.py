@@ -168,6 +168,7 @@ def outbox_work(
 ) -> None:
     """Run the outbox worker (any number may run at once on PostgreSQL)."""
     worker = outbox.Worker(batch_size=batch_size, poll_interval=poll_interval)
+    worker.side_jobs.append(imports.run_queued)  # uploads from the web are imported here
     if not once:
         config_ = current_app.config
         click.echo(

@@ -521,6 +521,7 @@ class CollectedBy(enum.StrEnum):
 
 
 class ImportStatus(enum.StrEnum):
+    PREVIEW = "preview"  # uploaded, the marketer is checking the columns
     QUEUED = "queued"
     IMPORTING = "importing"
     IMPORTED = "imported"

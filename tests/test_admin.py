@@ -105,7 +105,7 @@ def test_a_deactivated_account_is_signed_out_at_once(app, client):
 def test_every_admin_url_admits_exactly_its_roles(app):
     for role in Role:
         make_user(app, f"{role.value}@example.be", role.value)
-    rules = [r for r in app.url_map.iter_rules() if r.endpoint.startswith("admin.")]
+    rules = [r for r in app.url_map.iter_rules() if r.endpoint.startswith(("admin.", "imports."))]
     guarded = [r for r in rules if hasattr(app.view_functions[r.endpoint], "required_roles")]
     assert len(guarded) >= 3
     for role in Role:
@@ -129,6 +129,7 @@ def test_every_admin_url_admits_exactly_its_roles(app):
                 assert response.status_code in (200, 400, 404, 405), (role, rule.rule)
             else:
                 assert response.status_code == 403, (role, rule.rule)
+    assert any(r.endpoint.startswith("imports.") for r in guarded)
     anonymous = app.test_client()
     for rule in guarded:
         url = (

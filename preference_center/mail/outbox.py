@@ -368,6 +368,8 @@ class Worker:
         self.lease = self.per_message * self.batch_size + timedelta(seconds=60)
         self.stopping = False
         self.total = BatchReport()
+        #: Other queued work run between batches (the CLI adds the import jobs).
+        self.side_jobs: list[Callable[[], object]] = []
 
     def stop(self, *_: object) -> None:
         self.stopping = True
@@ -382,6 +384,8 @@ class Worker:
         connection: SMTPConnection | None = None
         try:
             while not self.stopping:
+                for job in self.side_jobs:
+                    job()
                 rows = claim(self.name, self.batch_size, self.lease)
                 if not rows:
                     _close(connection)

@@ -98,6 +98,14 @@ def import_contacts(
     options = dict(options or {})
     reader_options = {k: options.get(k) for k in ("encoding", "delimiter", "sheet")}
     readers.sniff(stream, filename, **reader_options)  # refuses archives, binaries, ... first
+    batch = new_batch(stream, filename=filename, provenance=provenance, options=options,
+                      language=language, status=ImportStatus.IMPORTING)  # fmt: skip
+    db.session.flush()
+    return _fill(batch, stream, progress)
+
+
+def new_batch(stream: BinaryIO, *, filename: str, provenance: Provenance,
+              options: dict[str, Any], language: str, status: ImportStatus) -> ImportBatch:  # fmt: skip
     batch = ImportBatch(
         event_name=provenance.event_name,
         event_date=provenance.event_date,
@@ -107,10 +115,18 @@ def import_contacts(
         file_sha256=sha256_of(stream),
         options=options,
         language=language,
-        status=ImportStatus.IMPORTING,
+        status=status,
     )
     db.session.add(batch)
-    db.session.flush()
+    return batch
+
+
+def _fill(batch: ImportBatch, stream: BinaryIO, progress: Any = None) -> ImportBatch:
+    """Read every row of ``stream`` into ``batch`` and commit once."""
+    filename = batch.filename
+    options = dict(batch.options or {})
+    reader_options = {k: options.get(k) for k in ("encoding", "delimiter", "sheet")}
+    provenance_actor = batch.uploaded_by
     counts: Counter[str] = Counter()
     seen: set[str] = set()
     rows = readers.read_rows(stream, options.get("mapping"), filename=filename, **reader_options)
@@ -122,10 +138,121 @@ def import_contacts(
     batch.counts = dict(counts)
     batch.status = ImportStatus.IMPORTED
     batch.imported_at = utcnow()
-    audit.record(provenance.uploaded_by, "import", f"batch {batch.id}", file=filename,
-                 sha256=batch.file_sha256, event=provenance.event_name, counts=batch.counts)  # fmt: skip
+    audit.record(provenance_actor, "import", f"batch {batch.id}", file=filename,
+                 sha256=batch.file_sha256, event=batch.event_name, counts=batch.counts)  # fmt: skip
     db.session.commit()
     return batch
+
+
+# --- uploads through the web: preview first, then a job for the worker ----------------------
+
+
+def upload_path(batch_id: int) -> Any:
+    from pathlib import Path
+
+    from flask import current_app
+
+    folder = Path(current_app.instance_path) / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"batch-{batch_id}.upload"
+
+
+def start_upload(
+    stream: BinaryIO, *, filename: str, provenance: Provenance, language: str
+) -> ImportBatch:
+    """Keep an uploaded file for its preview; nothing is imported yet."""
+    info = readers.sniff(stream, filename)
+    options = {"encoding": info.encoding, "delimiter": info.delimiter, "sheet": info.sheet,
+               "mapping": info.mapping}  # fmt: skip
+    batch = new_batch(stream, filename=filename, provenance=provenance, options=options,
+                      language=language, status=ImportStatus.PREVIEW)  # fmt: skip
+    db.session.flush()
+    stream.seek(0)
+    with upload_path(batch.id).open("wb") as target:
+        for block in iter(lambda: stream.read(1 << 16), b""):
+            target.write(block)
+    audit.record(provenance.uploaded_by, "upload", f"batch {batch.id}", file=filename,
+                 sha256=batch.file_sha256)  # fmt: skip
+    db.session.commit()
+    return batch
+
+
+def preview(batch: ImportBatch) -> readers.FileInfo:
+    options = batch.options or {}
+    with upload_path(batch.id).open("rb") as stream:
+        return readers.sniff(stream, batch.filename, encoding=options.get("encoding"),
+                             delimiter=options.get("delimiter"), sheet=options.get("sheet"))  # fmt: skip
+
+
+def set_options(batch: ImportBatch, options: dict[str, Any]) -> readers.FileInfo:
+    """Apply the marketer's choices from the preview; refuse ones the file cannot be read with."""
+    previous = batch.options
+    batch.options = {**(batch.options or {}), **options}
+    try:
+        info = preview(batch)
+    except readers.ReadError:
+        batch.options = previous
+        db.session.rollback()
+        raise
+    db.session.commit()
+    return info
+
+
+def queue(batch: ImportBatch) -> None:
+    """Hand the import to the worker: a big file never holds a web request open (G7)."""
+    batch.status = ImportStatus.QUEUED
+    db.session.commit()
+
+
+def run_queued() -> int | None:
+    """Import the oldest queued upload, if any (called by the outbox worker's loop)."""
+    from sqlalchemy import update as sql_update
+
+    batch_id = db.session.scalar(
+        select(ImportBatch.id)
+        .where(ImportBatch.status == ImportStatus.QUEUED)
+        .order_by(ImportBatch.id)
+        .limit(1)
+    )
+    if batch_id is None:
+        db.session.rollback()
+        return None
+    claimed = db.session.execute(
+        sql_update(ImportBatch)
+        .where(ImportBatch.id == batch_id, ImportBatch.status == ImportStatus.QUEUED)
+        .values(status=ImportStatus.IMPORTING)
+    ).rowcount
+    db.session.commit()
+    if not claimed:
+        return None  # another worker took it
+    batch = db.session.get(ImportBatch, batch_id)
+    path = upload_path(batch_id)
+    progress_file = path.with_suffix(".progress")
+    try:
+        with path.open("rb") as stream:
+            _fill(batch, stream, progress=lambda rows: progress_file.write_text(str(rows)))
+    except Exception as exc:  # a technical failure: nothing of the batch is kept (one transaction)
+        db.session.rollback()
+        db.session.execute(
+            sql_update(ImportBatch).where(ImportBatch.id == batch_id)
+            .values(status=ImportStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:500])
+        )  # fmt: skip
+        db.session.commit()
+        return batch_id
+    finally:
+        progress_file.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)  # the report holds what is needed; the raw file goes
+    return batch_id
+
+
+def progress_of(batch: ImportBatch) -> int:
+    """Rows read so far by the worker (kept in a file: the import's transaction is open)."""
+    if batch.status is not ImportStatus.IMPORTING:
+        return batch.rows_read
+    try:
+        return int(upload_path(batch.id).with_suffix(".progress").read_text() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def _chunks(rows: Iterator[readers.Row]) -> Iterator[list[readers.Row]]:

@@ -71,7 +71,7 @@ class UserForm(FlaskForm):
 def staff_helpers() -> dict[str, Any]:
     return {
         "role_name": lambda role: ROLE_NAMES.get(Role(role), role),
-        "has_imports": "admin.imports" in current_app.view_functions,
+        "has_imports": "imports.index" in current_app.view_functions,
     }
 
 
