@@ -582,7 +582,7 @@ def test_the_leave_reason_is_stored_without_any_link_to_the_person(app, client, 
     subscribed(app, client, smtp)
     page = client.post(unsubscribe_path(app), data=ONE_CLICK).get_data(as_text=True)
     response = client.post(
-        "/leave-reason?lang=nl",
+        "/leave-reason?language=nl",
         data={"csrf_token": hidden(page, "csrf_token"), "reason": "too-many", "comment": "Te vaak"},
         headers={"Referer": "https://prefs.example.be/u/x"},
     )

@@ -21,6 +21,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
@@ -68,8 +69,8 @@ OUTCOMES = {
     "suppressed": _l("Refused or erased: never mailed"),
     "asked-recently": _l("Asked within the last 12 months: not asked again"),
     "invalid": _l("Invalid address"),
-    "role": _l("Of which role addresses (info@, sales@ …)"),
-    "disposable": _l("Of which disposable addresses"),
+    "role": _l("Role addresses among the valid ones (info@, sales@ …)"),
+    "disposable": _l("Disposable addresses among the valid ones"),
 }
 STATUSES = {
     "preview": _l("being checked"),
@@ -183,7 +184,7 @@ def preview(batch_id: int) -> Any:
         if not form.validate_on_submit():
             abort(400)
         mapping = {}
-        for field in ("email", "first_name", "last_name", "company", "language"):
+        for field in ("email", "first_name", "last_name", "full_name", "company", "language"):
             value = request.form.get(f"map-{field}", "")
             mapping[field] = int(value) if value.isdigit() else None
         options = {
@@ -249,5 +250,12 @@ def send(batch_id: int) -> Any:
     except repermission.CampaignError:
         flash(_("Choose at least one topic to ask permission for."), "error")
     else:
-        flash(_("%(count)s permission emails are on their way.", count=queued), "success")
+        flash(
+            ngettext(
+                "%(num)d permission email is on its way.",
+                "%(num)d permission emails are on their way.",
+                queued,
+            ),
+            "success",
+        )
     return redirect(url_for(".batch", batch_id=found.id)), 303

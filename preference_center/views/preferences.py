@@ -22,6 +22,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_babel import force_locale, format_date
@@ -228,7 +229,7 @@ def save(token: str) -> Any:
     except (preferences.InvalidChoice, ValueError):
         abort(400)
     # Said in the language just chosen, which the next page will speak.
-    with force_locale(updated.language):
+    with force_locale(validated(session.get("lang")) or updated.language):
         flash(_("Your preferences are saved."), "success")
     target = safe_next(request.form.get("next"), url_for(".manage", token=token))
     return redirect(target), 303
@@ -259,7 +260,9 @@ def leave_reason() -> Any:
     form = LeaveReasonForm()
     if form.validate_on_submit() and form.reason.data:
         preferences.record_leave_reason(
-            form.reason.data, form.comment.data, str(validated(request.args.get("lang")) or "en")
+            form.reason.data,
+            form.comment.data,
+            str(validated(request.args.get("language")) or "en"),
         )
     return render_template(
         "public/notice.html",
