@@ -293,9 +293,13 @@ def app_config() -> dict[str, Any]:
 
 @pytest.fixture
 def app(
-    database_url: str, smtp: SMTPServer, app_config: dict[str, Any], backend: str
+    tmp_path: Path, database_url: str, smtp: SMTPServer, app_config: dict[str, Any], backend: str
 ) -> Iterator[Any]:
-    app = create_app(_base_config(database_url, smtp.port, **app_config))
+    # Each test its own instance folder: uploads and the development mailbox never mix.
+    app = create_app(
+        _base_config(database_url, smtp.port, **app_config),
+        instance_path=str(tmp_path / "instance"),
+    )
     if backend == "postgresql":
         _truncate_all(app)
     else:

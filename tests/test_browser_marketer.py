@@ -81,6 +81,14 @@ def nl(app: Any, message: str, **variables: Any) -> str:
     return translated(app, "nl", message, **variables)
 
 
+def plural_nl(app: Any, singular: str, plural: str, number: int) -> str:
+    """A plural message in Dutch, as the page renders it."""
+    from flask_babel import force_locale, ngettext
+
+    with app.test_request_context(), force_locale("nl"):
+        return ngettext(singular, plural, number)
+
+
 def heading(page: Any) -> Any:
     return page.get_by_role("heading", level=1)
 
@@ -221,7 +229,12 @@ def test_a_marketer_uploads_an_event_list_maps_its_columns_imports_and_sees_a_co
     page.locator("#topic-newsletter").check()
     page.get_by_role("button", name=nl(app, "Send the permission email"), exact=True).click()
     expect(page.locator(".flash-success")).to_have_text(
-        nl(app, "%(count)s permission emails are on their way.", count=3)
+        plural_nl(
+            app,
+            "%(num)d permission email is on its way.",
+            "%(num)d permission emails are on their way.",
+            3,
+        )
     )
     run_worker(app)
     for address in GOOD:
@@ -305,4 +318,5 @@ def test_the_preview_and_batch_pages_fit_a_320_pixel_screen_without_sideways_scr
         screenshot(page, name)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 320, f"{path} is {width}px wide on a 320px screen"
-    expect(page.locator("svg.funnel")).to_be_visible()
+    # On a phone the chart is hidden (its labels would be unreadable); the table stays.
+    expect(page.locator("svg.funnel")).to_be_hidden()
