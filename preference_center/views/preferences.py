@@ -98,6 +98,30 @@ def _link_problem(title: str, lines: list[str], status: int, resend: str | None 
     )
 
 
+def _invalid_link() -> Response:
+    return _link_problem(
+        _("This link is not valid"),
+        [_("The link may be incomplete: please copy the whole link from the email.")],
+        400,
+    )
+
+
+def _change_link_gone() -> Response:
+    return _link_problem(
+        _("This link no longer works"),
+        [_("Please ask for the change again from your preferences page.")],
+        400,
+    )
+
+
+def _payload(purpose: tokens.Purpose, token: str, problem: Any = _invalid_link) -> dict[str, Any]:
+    """The verified payload of ``token``, or the page ``problem()`` (no state changes)."""
+    try:
+        return tokens.load(purpose, token)
+    except tokens.TokenError:
+        abort(problem())
+
+
 def _contact(token: str) -> Contact:
     """The contact of a manage link, or a page that offers a fresh link (no enumeration)."""
     try:
@@ -106,13 +130,7 @@ def _contact(token: str) -> Contact:
         payload = exc.payload
         abort(_expired_manage_link(payload))
     except tokens.TokenError:
-        abort(
-            _link_problem(
-                _("This link is not valid"),
-                [_("The link may be incomplete: please copy the whole link from the email.")],
-                400,
-            )
-        )
+        abort(_invalid_link())
     try:
         contact = preferences.contact_for_link(payload)
     except preferences.LinkRevoked:
@@ -324,11 +342,9 @@ def confirm_email_change_post(token: str) -> Any:
             409,
         )
     except preferences.LinkRevoked:
-        return _link_problem(
-            _("This link no longer works"),
-            [_("Please ask for the change again from your preferences page.")],
-            410,
-        )
+        response = _change_link_gone()
+        response.status_code = 410
+        return response
     remember_subscriber_language(contact.language)
     manage_token = tokens.make(tokens.Purpose.MANAGE, preferences.manage_payload(contact))
     flash(_("Your email address has been changed."), "success")
@@ -336,17 +352,7 @@ def confirm_email_change_post(token: str) -> Any:
 
 
 def _email_change_request(token: str) -> str:
-    try:
-        payload = tokens.load(tokens.Purpose.EMAIL_CHANGE, token)
-    except tokens.TokenError:
-        abort(
-            _link_problem(
-                _("This link no longer works"),
-                [_("Please ask for the change again from your preferences page.")],
-                400,
-            )
-        )
-    return str(payload.get("r"))
+    return str(_payload(tokens.Purpose.EMAIL_CHANGE, token, _change_link_gone).get("r"))
 
 
 # --- what we hold, download, forget ---------------------------------------------------------
@@ -549,17 +555,7 @@ def resend_link() -> Any:
 
 
 def _unsubscribe_payload(token: str) -> dict[str, Any]:
-    try:
-        payload = tokens.load(tokens.Purpose.UNSUBSCRIBE, token)
-    except tokens.TokenError:
-        abort(
-            _link_problem(
-                _("This link is not valid"),
-                [_("The link may be incomplete: please copy the whole link from the email.")],
-                400,
-            )
-        )
-    return payload
+    return _payload(tokens.Purpose.UNSUBSCRIBE, token)
 
 
 @bp.route("/u/<token>", methods=["GET", "HEAD"])
@@ -611,17 +607,7 @@ def _unsubscribe_contact(payload: dict[str, Any]) -> Contact | None:
 
 
 def _refusal(token: str) -> str:
-    try:
-        payload = tokens.load(tokens.Purpose.REFUSE, token)
-    except tokens.TokenError:
-        abort(
-            _link_problem(
-                _("This link is not valid"),
-                [_("The link may be incomplete: please copy the whole link from the email.")],
-                400,
-            )
-        )
-    return str(payload.get("r"))
+    return str(_payload(tokens.Purpose.REFUSE, token).get("r"))
 
 
 @bp.route("/never/<token>", methods=["GET", "HEAD"])
