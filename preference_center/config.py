@@ -99,6 +99,7 @@ DEFAULTS: dict[str, Any] = {
     "REPERMISSION_DEADLINE_DAYS": 30,  # who has not confirmed by then is purged
     "REPERMISSION_REMINDER_DAYS": 14,  # one reminder, to those who neither confirmed nor refused
     "REPERMISSION_HOURLY_CAP": 2000,  # permission emails per hour (throttled in the outbox)
+    "REPERMISSION_HOURLY_CAP_PER_DOMAIN": 500,
     # Staff.
     "LOGIN_RATE_LIMIT": "10 per minute; 50 per hour",  # per IP, on the sign-in form
 }

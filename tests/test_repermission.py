@@ -217,3 +217,14 @@ def test_a_batch_never_mailed_is_purged_after_the_deadline_too(app):
     imported(app)
     with freeze_time(utcnow() + timedelta(days=31)), app.app_context():
         assert retention.purge()["unconfirmed_imported_contacts"] == 3
+
+
+def test_permission_emails_are_throttled_per_hour_in_the_outbox(app, smtp):
+    app.config["REPERMISSION_HOURLY_CAP"] = 2
+    batch_id = imported(app)
+    send(app, batch_id)
+    report = run_worker(app)
+    assert len(smtp.messages) == 2 and report.held == 1
+    with freeze_time(utcnow() + timedelta(hours=1, minutes=10)):
+        run_worker(app)
+    assert len(smtp.messages) == 3

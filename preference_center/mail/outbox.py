@@ -259,70 +259,80 @@ def deliver(
     return report, connection
 
 
-CAPPED_CATEGORY = "confirmation"
+#: Categories whose emails are throttled per hour: (overall cap, per-domain cap) settings.
+CAPPED = {
+    "confirmation": ("CONFIRMATION_HOURLY_CAP", "CONFIRMATION_HOURLY_CAP_PER_DOMAIN"),
+    "repermission": ("REPERMISSION_HOURLY_CAP", "REPERMISSION_HOURLY_CAP_PER_DOMAIN"),
+}
+
+
+@dataclass
+class _Cap:
+    total_cap: int
+    domain_cap: int
+    sent_total: int = 0
+    sent_by_domain: dict[str, int] = field(default_factory=dict)
+
+    def add(self, address: str) -> None:
+        self.sent_total += 1
+        domain = _domain(address)
+        self.sent_by_domain[domain] = self.sent_by_domain.get(domain, 0) + 1
+
+    def full(self, address: str) -> bool:
+        return self.sent_total >= self.total_cap or (
+            self.sent_by_domain.get(_domain(address), 0) >= self.domain_cap
+        )
 
 
 @dataclass
 class HourlyCaps:
-    """Circuit breaker for confirmation emails (catalogue C10).
+    """Circuit breaker for confirmation and permission emails (catalogue C10, H1).
 
-    A flood of signups from many addresses and IPs passes every per-IP and per-address limit;
-    this caps what actually leaves per hour, globally and per recipient domain. Rows over the
-    cap stay in the outbox and go out when the hour has room again.
+    A flood of signups from many addresses and IPs passes every per-IP and per-address limit,
+    and a 20,000-row event list would otherwise leave in one burst; this caps what actually
+    leaves per hour, globally and per recipient domain. Rows over the cap stay in the outbox
+    and go out when the hour has room again.
     """
 
-    total_cap: int
-    domain_cap: int
-    sent_total: int
-    sent_by_domain: dict[str, int]
+    caps: dict[str, _Cap]
     retry_after: timedelta = timedelta(minutes=5)
 
     @classmethod
     def load(cls, rows: Sequence[OutboxMessage]) -> HourlyCaps:
         config = current_app.config
-        caps = cls(
-            total_cap=int(config["CONFIRMATION_HOURLY_CAP"]),
-            domain_cap=int(config["CONFIRMATION_HOURLY_CAP_PER_DOMAIN"]),
-            sent_total=0,
-            sent_by_domain={},
-        )
-        if not any(row.category == CAPPED_CATEGORY for row in rows):
-            return caps
-        since = utcnow() - timedelta(hours=1)
-        sent = db.session.execute(
-            select(OutboxMessage.to_address).where(
-                OutboxMessage.category == CAPPED_CATEGORY,
-                OutboxMessage.status == OutboxStatus.SENT,
-                OutboxMessage.sent_at > since,
+        present = {row.category for row in rows} & set(CAPPED)
+        caps = {
+            category: _Cap(int(config[CAPPED[category][0]]), int(config[CAPPED[category][1]]))
+            for category in present
+        }
+        if caps:
+            since = utcnow() - timedelta(hours=1)
+            sent = db.session.execute(
+                select(OutboxMessage.category, OutboxMessage.to_address).where(
+                    OutboxMessage.category.in_(present),
+                    OutboxMessage.status == OutboxStatus.SENT,
+                    OutboxMessage.sent_at > since,
+                )
             )
-        ).scalars()
-        for address in sent:
-            caps.sent_total += 1
-            domain = _domain(address)
-            caps.sent_by_domain[domain] = caps.sent_by_domain.get(domain, 0) + 1
-        db.session.commit()
-        return caps
+            for category, address in sent:
+                caps[category].add(address)
+            db.session.commit()
+        return cls(caps)
 
     def hold(self, row: OutboxMessage) -> bool:
-        if row.category != CAPPED_CATEGORY:
+        cap = self.caps.get(row.category)
+        if cap is None or not cap.full(row.to_address):
             return False
-        over = self.sent_total >= self.total_cap or (
-            self.sent_by_domain.get(_domain(row.to_address), 0) >= self.domain_cap
-        )
-        if over:
-            current_app.logger.warning(
-                "confirmation email cap reached (%d/h overall, %d/h per domain): holding %s",
-                self.total_cap,
-                self.domain_cap,
-                row.id,
-            )
-        return over
+        current_app.logger.warning(
+            "%s email cap reached (%d/h overall, %d/h per domain): holding %s",
+            row.category, cap.total_cap, cap.domain_cap, row.id,
+        )  # fmt: skip
+        return True
 
     def count(self, row: OutboxMessage) -> None:
-        if row.category == CAPPED_CATEGORY:
-            self.sent_total += 1
-            domain = _domain(row.to_address)
-            self.sent_by_domain[domain] = self.sent_by_domain.get(domain, 0) + 1
+        cap = self.caps.get(row.category)
+        if cap is not None:
+            cap.add(row.to_address)
 
 
 def _domain(address: str) -> str:
