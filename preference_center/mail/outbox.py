@@ -118,11 +118,18 @@ def claim(worker: str, limit: int, lease: timedelta) -> list[OutboxMessage]:
     return list(rows)
 
 
+_OUTBOX = OutboxMessage.__table__
+
+
 def _finish(row_id: int, worker: str, **values: Any) -> None:
-    """Record the result of one row, only if our lease still holds it."""
+    """Record the result of one row, only if our lease still holds it.
+
+    A Core UPDATE on the table: the ORM's bulk-update machinery cost about a millisecond per
+    message here, as much as the SMTP exchange itself.
+    """
     db.session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id == row_id, OutboxMessage.locked_by == worker)
+        update(_OUTBOX)
+        .where(_OUTBOX.c.id == row_id, _OUTBOX.c.locked_by == worker)
         .values(locked_by=None, locked_until=None, **values)
     )
     db.session.commit()
