@@ -276,3 +276,13 @@ def test_every_vcard_in_the_test_data_imports_without_a_technical_failure(app):
 
 def test_the_asked_window_is_a_year():
     assert timedelta(days=365) == imports.ASK_AGAIN_AFTER
+
+
+def test_g13_an_address_suppressed_under_a_rotated_key_stays_suppressed(app):
+    app.config["SUPPRESSION_KEY"] = "old-key"
+    with app.app_context():
+        suppression.add("erased@example.be", SuppressionReason.ERASED)
+        db.session.commit()
+    app.config.update(SUPPRESSION_KEY="new-key", SUPPRESSION_KEY_FALLBACKS=["old-key"])
+    counts, _, _ = run(app, b"email\nerased@example.be\n")
+    assert counts == {"suppressed": 1}

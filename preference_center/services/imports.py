@@ -344,10 +344,17 @@ def _known_contacts(canonical: set[str]) -> dict[str, str]:
     return state
 
 
+def _digests(canonical: set[str]) -> dict[str, str]:
+    """Digest -> address under every suppression key, current and fallback (a key rotation
+    must never let a suppressed address back in)."""
+    keys = suppression.keys()
+    return {suppression.digest(c, key): c for c in canonical for key in keys}
+
+
 def _suppressed(canonical: set[str]) -> set[str]:
     if not canonical:
         return set()
-    by_digest = {suppression.digest(c): c for c in canonical}
+    by_digest = _digests(canonical)
     found = db.session.scalars(select(Suppression.digest).where(Suppression.digest.in_(by_digest)))
     return {by_digest[d] for d in found}
 
@@ -355,7 +362,7 @@ def _suppressed(canonical: set[str]) -> set[str]:
 def _asked_recently(canonical: set[str]) -> set[str]:
     if not canonical:
         return set()
-    by_digest = {suppression.digest(c): c for c in canonical}
+    by_digest = _digests(canonical)
     found = db.session.scalars(
         select(AskedMarker.digest).where(
             AskedMarker.digest.in_(by_digest), AskedMarker.asked_at > utcnow() - ASK_AGAIN_AFTER

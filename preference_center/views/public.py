@@ -254,8 +254,13 @@ def _state_page(result: subscriptions.ConfirmResult) -> Any:
     says so, and subscribing again takes the form, never the old link (A7, A8).
     """
     if result.state is RequestStatus.CONFIRMED:
-        current = subscriptions.subscribed_topics(result.contact.id, result.topics)
-        if result.newly_confirmed or current:
+        # Just confirmed: the topics are known; only an older link needs today's state.
+        current = (
+            result.topics
+            if result.newly_confirmed
+            else subscriptions.subscribed_topics(result.contact.id, result.topics)
+        )
+        if current:
             return render_template(
                 "public/confirmed.html",
                 topics=result.topics if result.newly_confirmed else current,
