@@ -300,7 +300,8 @@ def funnel(batch_id: int) -> dict[str, int]:
     batch = db.session.get(ImportBatch, batch_id)
     if batch is None:
         raise CampaignError("no such batch")
-    live = db.session.scalars(select(Contact.id).where(Contact.import_batch_id == batch_id)).all()
+    # A subquery, not a list: a batch of 90,000 contacts would pass SQLite's parameter limit.
+    live = select(Contact.id).where(Contact.import_batch_id == batch_id)
     tallies = batch.tallies or {}
     return {
         "imported": (batch.counts or {}).get("new", 0),
@@ -313,8 +314,9 @@ def funnel(batch_id: int) -> dict[str, int]:
     }
 
 
-def _outbox_count(contact_ids: list[int], status: OutboxStatus) -> int:
-    if not contact_ids:
+def _outbox_count(contact_ids: Any, status: OutboxStatus) -> int:
+    """Permission emails with ``status`` among ``contact_ids`` (a list or a subquery)."""
+    if isinstance(contact_ids, list) and not contact_ids:
         return 0
     return (
         db.session.scalar(
