@@ -83,8 +83,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from common import busy_warning, postgres_database, report
 from flask import Flask, abort
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from preference_center import create_app, tokens
@@ -196,21 +197,8 @@ def database(admin_url: str | None) -> Iterator[tuple[str, str]]:
         with tempfile.TemporaryDirectory(prefix="bench-http-") as folder:
             yield "sqlite", f"sqlite:///{Path(folder) / 'bench.sqlite3'}"
         return
-    url = make_url(admin_url)
-    if url.get_backend_name() != "postgresql":
-        raise SystemExit(f"--database-url must be a PostgreSQL URL, not {url.get_backend_name()}")
-    name = f"pc_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield "postgresql", url.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with postgres_database(admin_url) as target:
+        yield target
 
 
 # --- test data (prepared before any clock starts) -----------------------------------------
@@ -936,22 +924,6 @@ def verify(app: Flask, dataset: Dataset, signups: list[str], touched: int) -> No
 # --- the run --------------------------------------------------------------------------------
 
 
-def busy_warning() -> float:
-    """The 1-minute load average; warn when other work will skew the figures.
-
-    Client, servers and database share the machine's CPUs, so a busy neighbour lowers the
-    requests per second and raises the p99 at once; the CPU cost per request stays put.
-    """
-    load = os.getloadavg()[0]
-    cpus = os.cpu_count() or 1
-    if load > cpus / 2:
-        print(
-            f"warning: load average {load:.2f} on {cpus} CPUs; the figures will be noisy",
-            file=sys.stderr,
-        )
-    return load
-
-
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     warmup = WARMUP_PER_WORKER * args.workers
@@ -1193,12 +1165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    results = benchmark(args)
-    if args.json:
-        print(json.dumps(results))
-    else:
-        print_table(results)
-    return 3 if args.check and not results["passed"] else 0
+    return report(benchmark(args), args, print_table)
 
 
 if __name__ == "__main__":

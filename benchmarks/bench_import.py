@@ -54,7 +54,6 @@ import sys
 import tempfile
 import time
 import unicodedata
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -62,9 +61,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from common import busy_warning, postgres_database, report
 from flask import Flask
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 
 from preference_center import create_app, readers
 from preference_center.extensions import db
@@ -248,21 +247,8 @@ def database(admin_url: str | None, folder: Path, label: str) -> Iterator[tuple[
             for leftover in folder.glob(f"{label}.sqlite3*"):
                 leftover.unlink()
         return
-    url = make_url(admin_url)
-    if url.get_backend_name() != "postgresql":
-        raise SystemExit(f"--database-url must be a PostgreSQL URL, not {url.get_backend_name()}")
-    name = f"pc_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield "postgresql", url.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with postgres_database(admin_url) as target:
+        yield target
 
 
 def build_app(database_url: str) -> Flask:
@@ -507,18 +493,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def busy_warning() -> float:
-    """The 1-minute load average; warn when other work will skew the figures."""
-    load = os.getloadavg()[0]
-    cpus = os.cpu_count() or 1
-    if load > cpus / 2:
-        print(
-            f"warning: load average {load:.2f} on {cpus} CPUs; the figures will be noisy",
-            file=sys.stderr,
-        )
-    return load
-
-
 def check(expected: Expected, baseline: dict[str, Any], result: dict[str, Any]) -> None:
     """Refuse figures from a run whose outcome is not exactly what the file holds."""
     problems = []
@@ -690,12 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(figures))
         return 0
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    results = benchmark(args)
-    if args.json:
-        print(json.dumps(results))
-    else:
-        print_table(results)
-    return 3 if args.check and not results["passed"] else 0
+    return report(benchmark(args), args, print_table)
 
 
 if __name__ == "__main__":

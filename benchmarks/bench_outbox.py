@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import cProfile
 import importlib.util
-import json
 import multiprocessing
 import os
 import platform
@@ -42,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -51,9 +49,9 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from common import busy_warning, postgres_database, report
 from flask import Flask
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
 from preference_center import addresses, config, create_app, i18n
 from preference_center.extensions import db
@@ -203,21 +201,8 @@ def database(admin_url: str | None) -> Iterator[tuple[str, str]]:
         with tempfile.TemporaryDirectory(prefix="bench-outbox-") as folder:
             yield "sqlite", f"sqlite:///{Path(folder) / 'bench.sqlite3'}"
         return
-    url = make_url(admin_url)
-    if url.get_backend_name() != "postgresql":
-        raise SystemExit(f"--database-url must be a PostgreSQL URL, not {url.get_backend_name()}")
-    name = f"pc_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield "postgresql", url.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with postgres_database(admin_url) as target:
+        yield target
 
 
 def build_app(database_url: str, smtp_port: int) -> Flask:
@@ -408,22 +393,6 @@ def run_outbox(
 # --- the run --------------------------------------------------------------------------------
 
 
-def busy_warning() -> float:
-    """The 1-minute load average; warn when other work will skew the figures.
-
-    Both sides wait on another process for every SMTP reply, so on a shared machine a busy
-    neighbour shows up in the figures at once; the load is recorded with them.
-    """
-    load = os.getloadavg()[0]
-    cpus = os.cpu_count() or 1
-    if load > cpus / 2:
-        print(
-            f"warning: load average {load:.2f} on {cpus} CPUs; the figures will be noisy",
-            file=sys.stderr,
-        )
-    return load
-
-
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     ensure_translations()
     load = busy_warning()
@@ -528,12 +497,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    results = benchmark(args)
-    if args.json:
-        print(json.dumps(results))
-    else:
-        print_table(results)
-    return 3 if args.check and not results["passed"] else 0
+    return report(benchmark(args), args, print_table)
 
 
 if __name__ == "__main__":
