@@ -56,11 +56,10 @@ def confirmation(row: OutboxMessage, language: str) -> dict[str, Any]:
     now = utcnow()
     request.emailed_at = now
     request.expires_at = now + timedelta(seconds=tokens.max_age(tokens.Purpose.CONFIRM))
-    topics = db.session.scalars(select(Topic).where(Topic.id.in_(request.topic_ids))).all()
     context = {
         "masked_address": addresses.mask(request.contact.email_display),
         "first_name": request.first_name,
-        "topic_names": [t.name(language) for t in sorted(topics, key=lambda t: (t.position, t.id))],
+        "topic_names": topic_names(request.topic_ids, language),
         "site_url": url_for("public.index", _external=True),
         "confirm_url": url_for(
             "public.confirm",
@@ -77,6 +76,12 @@ def confirmation(row: OutboxMessage, language: str) -> dict[str, Any]:
     }
     db.session.commit()
     return context
+
+
+def topic_names(topic_ids: list[int] | None, language: str) -> list[str]:
+    """The names of ``topic_ids`` in ``language``, in the topics' display order."""
+    topics = db.session.scalars(select(Topic).where(Topic.id.in_(topic_ids or []))).all()
+    return [t.name(language) for t in sorted(topics, key=lambda t: (t.position, t.id))]
 
 
 def subscriber_links(contact: Contact, topic_id: int | None = None) -> dict[str, str]:
@@ -105,12 +110,9 @@ def _contact(row: OutboxMessage) -> Contact:
 @builder("welcome")
 def welcome(row: OutboxMessage, language: str) -> dict[str, Any]:
     contact = _contact(row)
-    topics = db.session.scalars(
-        select(Topic).where(Topic.id.in_(row.context.get("topics") or []))
-    ).all()
     context = {
         "first_name": contact.first_name,
-        "topic_names": [t.name(language) for t in sorted(topics, key=lambda t: (t.position, t.id))],
+        "topic_names": topic_names(row.context.get("topics"), language),
         "site_url": url_for("public.index", _external=True),
         **subscriber_links(contact),
     }
@@ -119,15 +121,9 @@ def welcome(row: OutboxMessage, language: str) -> dict[str, Any]:
 
 
 @builder("manage-link")
-def manage_link(row: OutboxMessage, language: str) -> dict[str, Any]:
-    contact = _contact(row)
-    context = {"first_name": contact.first_name, **subscriber_links(contact)}
-    db.session.commit()
-    return context
-
-
 @builder("email-change-notice")
-def email_change_notice(row: OutboxMessage, language: str) -> dict[str, Any]:
+def greeting_with_links(row: OutboxMessage, language: str) -> dict[str, Any]:
+    """The person's name and own links: all the manage-link and change notices need."""
     contact = _contact(row)
     context = {"first_name": contact.first_name, **subscriber_links(contact)}
     db.session.commit()
@@ -182,16 +178,11 @@ def repermission(row: OutboxMessage, language: str) -> dict[str, Any]:
         db.session.rollback()
         raise SkipMessage("the request is no longer pending")
     batch = db.session.get(ImportBatch, request.import_batch_id)
-    topics = db.session.scalars(select(Topic).where(Topic.id.in_(request.topic_ids))).all()
     context = {
         "first_name": request.first_name,
         "event_name": batch.event_name if batch else "",
         "event_date": batch.event_date if batch else None,
-        "collected_by": batch.collected_by.value if batch else "other",
-        "topic_names": [t.name(language) for t in sorted(topics, key=lambda t: (t.position, t.id))],
-        "topic_descriptions": [
-            t.description(language) for t in sorted(topics, key=lambda t: (t.position, t.id))
-        ],
+        "topic_names": topic_names(request.topic_ids, language),
         "deadline": request.expires_at,
         "site_url": url_for("public.index", _external=True),
         "masked_address": addresses.mask(request.contact.email_display),

@@ -375,22 +375,15 @@ def _contact_values(
     batch: ImportBatch, row: readers.Row, address: addresses.Address
 ) -> dict[str, Any]:
     language = LANGUAGES.get((row.language or "").strip().lower(), batch.language)
-    now = utcnow()
+    # public_id, timestamps and counters come from the column defaults, row by row.
     return {
-        "public_id": _uuid(), "email": address.canonical, "email_display": address.display,
+        "email": address.canonical, "email_display": address.display,
         "first_name": (row.first_name or "").strip()[:100] or None,
         "last_name": (row.last_name or "").strip()[:100] or None,
         "company": (row.company or "").strip()[:200] or None,
         "language": language, "source": ContactSource.IMPORT, "address_kind": address.kind,
-        "hard_bounces": 0, "manage_version": 1, "prefs_version": 1,
-        "created_at": now, "updated_at": now, "import_batch_id": batch.id,
+        "import_batch_id": batch.id,
     }  # fmt: skip
-
-
-def _uuid() -> str:
-    import uuid
-
-    return str(uuid.uuid4())
 
 
 def _insert_contacts(values: list[dict[str, Any]]) -> dict[str, int]:

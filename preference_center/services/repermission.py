@@ -16,7 +16,7 @@ or subscribed since the import is skipped (F4, G13).
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -256,7 +256,7 @@ def record_confirmation(request: SignupRequest) -> None:
             _tally(batch, "confirmed")
 
 
-def purge_expired(now: Any) -> int:
+def purge_expired(now: datetime) -> int:
     """Batches past their deadline lose every contact that did not confirm (H2).
 
     What stays: the batch's counts and tallies, the ledger rows without the person, and the

@@ -111,21 +111,13 @@ def _upsert_contact(address: addresses.Address, language: str, source: ContactSo
         "language": language,
         "source": source,
         "address_kind": address.kind,
-        "hard_bounces": 0,
-        "created_at": utcnow(),
-        "updated_at": utcnow(),
     }
     dialect = db.session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(Contact).values(public_id=_new_public_id(), **values)
+    # public_id and the counters come from the column defaults, as for an ORM insert.
+    statement = insert(Contact).values(**values)
     db.session.execute(statement.on_conflict_do_nothing(index_elements=["email"]))
     return db.session.scalar(select(Contact.id).where(Contact.email == address.canonical))
-
-
-def _new_public_id() -> str:
-    import uuid
-
-    return str(uuid.uuid4())
 
 
 def public_topics_by_slug(slugs: list[str]) -> list[Topic]:
