@@ -74,9 +74,11 @@ def _wire_http(app: Flask) -> None:
 
 
 def _wire_blueprints(app: Flask) -> None:
-    from .views import admin, dev, imports, preferences, public
+    from .views import admin, api, dev, imports, preferences, public, webhooks
 
     app.register_blueprint(public.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(webhooks.bp)
     app.register_blueprint(preferences.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(imports.bp)

@@ -17,7 +17,16 @@ from flask.cli import AppGroup
 from . import addresses, config, readers, translations
 from .i18n import validated
 from .mail import devmailbox, outbox
-from .services import accounts, consent, imports, repermission, retention, system, topics
+from .services import (
+    accounts,
+    consent,
+    imports,
+    repermission,
+    retention,
+    system,
+    topics,
+    webhooks,
+)
 
 topics_cli = AppGroup("topics", help="Manage the topics people can subscribe to.")
 outbox_cli = AppGroup("outbox", help="Deliver and inspect queued emails.")
@@ -42,6 +51,10 @@ def register(app: Flask) -> None:
         contacts_cli,
         repermission_cli,
     ):
+        app.cli.add_command(group)
+    from .cli_sync import GROUPS
+
+    for group in GROUPS:
         app.cli.add_command(group)
     # Also runnable without an app (and so without settings): python -m preference_center.translations
     app.cli.add_command(translations.cli)
@@ -169,6 +182,7 @@ def outbox_work(
     """Run the outbox worker (any number may run at once on PostgreSQL)."""
     worker = outbox.Worker(batch_size=batch_size, poll_interval=poll_interval)
     worker.side_jobs.append(imports.run_queued)  # uploads from the web are imported here
+    worker.side_jobs.append(webhooks.dispatch)  # the change feed pushed to the mailing list
     if not once:
         config_ = current_app.config
         click.echo(

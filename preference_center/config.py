@@ -91,7 +91,18 @@ DEFAULTS: dict[str, Any] = {
     "MANAGE_LINK_INTERVAL": 15 * 60,  # at most one "email me my link" per address per window
     "UNSUBSCRIBE_MAILBOX": None,  # e.g. "unsubscribe@example.be": adds a mailto to List-Unsubscribe
     "LEAVE_REASON_LINK_HOURS": 0,  # a leave reason is never linked to the person
-    "SYNC_TOMBSTONE_DAYS": 30,  # then erased addresses are scrubbed from the change feed
+    # Export and sync: the change feed, snapshots and webhooks for the mailing list.
+    "SYNC_TOMBSTONE_DAYS": 30,  # erased addresses leave the feed this long after every consumer read them
+    "SYNC_LAG_ALERT_HOURS": 24,  # `flask sync status` fails when a removal waited longer (L3)
+    "API_PAGE_SIZE": 500,  # change feed items per page by default...
+    "API_PAGE_SIZE_MAX": 5000,  # ...and at most
+    "API_RATE_LIMIT": "600 per minute",  # per token, on every API route
+    "WEBHOOK_BATCH_SIZE": 200,  # feed items per webhook POST
+    "WEBHOOK_TIMEOUT": 10.0,  # seconds per POST
+    "WEBHOOK_MAX_ATTEMPTS": 10,  # then the delivery is dead and waits for an admin
+    "WEBHOOK_RETRY_BASE": 30,  # seconds before the first retry; doubles each time...
+    "WEBHOOK_RETRY_MAX": 6 * 3600,  # ...up to this
+    "WEBHOOK_ALLOW_HTTP": False,  # plain http:// receivers (development and tests only)
     "DKIM_PRIVATE_KEY": None,  # PEM (or a path to it): sign every email we send
     "DKIM_SELECTOR": None,
     "DKIM_DOMAIN": None,  # defaults to the sender's domain

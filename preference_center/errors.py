@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, has_request_context, make_response, render_template
+from flask import (
+    Flask,
+    Response,
+    has_request_context,
+    jsonify,
+    make_response,
+    render_template,
+    request,
+)
 from flask.globals import request_ctx
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
@@ -50,6 +58,19 @@ def render_error(code: int, title: object = None, explanation: object = None) ->
     )
 
 
+def api_error(code: int, message: object = None, **extra: object) -> Response:
+    """The API's errors: JSON, translated like the pages (Accept-Language decides)."""
+    response = jsonify(
+        error={"status": code, "message": str(message or TITLES.get(code, TITLES[500])), **extra}
+    )
+    response.status_code = code
+    return response
+
+
+def _for_api() -> bool:
+    return has_request_context() and request.path.startswith("/api/")
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError) -> tuple[str, int]:
@@ -62,7 +83,7 @@ def register(app: Flask) -> None:
         code = error.code or 500
         if code not in TITLES:
             code = 400 if 400 <= code < 500 else 500
-        response = make_response(render_error(code))
+        response = api_error(code) if _for_api() else make_response(render_error(code))
         # Keep what the exception says beyond the body: Allow on 405, Retry-After on 429.
         for name, value in error.get_headers():
             if name.lower() != "content-type":
@@ -70,5 +91,5 @@ def register(app: Flask) -> None:
         return response
 
     @app.errorhandler(InternalServerError)
-    def server_error(error: InternalServerError) -> tuple[str, int]:
-        return render_error(500)
+    def server_error(error: InternalServerError) -> Response | tuple[str, int]:
+        return api_error(500) if _for_api() else render_error(500)

@@ -12,11 +12,16 @@ accepted, so a key can be rotated without breaking the links already sent (A10).
 from __future__ import annotations
 
 import enum
+import hmac
+import json
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode, int_to_bytes
 
 #: Tokens signed by a host whose clock runs slightly ahead are accepted (A5).
 CLOCK_SKEW_SECONDS = 120
@@ -83,6 +88,33 @@ def max_age(purpose: Purpose) -> int:
 def make(purpose: Purpose, payload: dict[str, Any]) -> str:
     """Sign ``payload`` for ``purpose``; its age counts from now (i.e. when the email leaves)."""
     return _serializer(purpose).dumps(payload)
+
+
+def minter(purpose: Purpose) -> Callable[[dict[str, Any]], str]:
+    """A fast ``make`` for signing many payloads at once (a snapshot of a million rows).
+
+    itsdangerous derives the key and builds an HMAC object for every token; here both are
+    done once and the HMAC state is copied per token, which makes signing several times
+    faster. The tokens are exactly what ``load`` expects (an uncompressed payload, the same
+    timestamp and signature layout); a test checks each one against ``load``.
+    """
+    serializer = _serializer(purpose)
+    signer = serializer.make_signer(serializer.salt)
+    mac = hmac.new(signer.derive_key(), digestmod=signer.digest_method)
+    sep = signer.sep
+    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+    def make_one(payload: dict[str, Any]) -> str:
+        value = b"%s%s%s" % (
+            base64_encode(encode(payload).encode()),
+            sep,
+            base64_encode(int_to_bytes(int(time.time()))),
+        )
+        signature = mac.copy()
+        signature.update(value)
+        return (value + sep + base64_encode(signature.digest())).decode()
+
+    return make_one
 
 
 def load(purpose: Purpose, token: str | None) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Models hold data and small invariants only; they never commit. State changes happen in the
 service functions, which write the consent ledger and the outbox in the same transaction.
 
-One module per area (types, contacts, consent, outbox, staff, imports); import from here.
+One module per area (types, contacts, consent, outbox, staff, imports, sync); import from here.
 """
 
 from .consent import LEDGER_SCRUBBABLE, ConsentEvent, ConsentText
@@ -21,6 +21,7 @@ from .contacts import (
 from .imports import AskedMarker, ImportBatch, ImportRow
 from .outbox import OutboxMessage
 from .staff import AuditEntry, User
+from .sync import ApiToken, DeliveryStatus, Webhook, WebhookDelivery
 from .types import (
     AddressKind,
     ChangeKind,
@@ -41,6 +42,7 @@ from .types import (
 __all__ = [
     "LEDGER_SCRUBBABLE",
     "AddressKind",
+    "ApiToken",
     "AskedMarker",
     "AuditEntry",
     "ChangeKind",
@@ -50,6 +52,7 @@ __all__ = [
     "ConsentText",
     "Contact",
     "ContactSource",
+    "DeliveryStatus",
     "EmailChangeRequest",
     "ImportBatch",
     "ImportOutcome",
@@ -70,5 +73,7 @@ __all__ = [
     "Topic",
     "UTCDateTime",
     "User",
+    "Webhook",
+    "WebhookDelivery",
     "utcnow",
 ]

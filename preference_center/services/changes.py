@@ -1,22 +1,92 @@
 """Entries of the change feed that the mailing list follows (issue: export and sync).
 
 Written by the use cases, in their own transaction, whenever what the list must know changes.
+
+The id of an entry is the feed's cursor, so ids must become visible in the order they were
+allocated: a consumer that has read id 11 must never later see id 10 appear (F5). With
+several writers on PostgreSQL, a sequence alone does not give that (transaction A takes 10,
+B takes 11 and commits first). So the entries of a transaction are not inserted when
+``record`` is called but in a ``before_commit`` hook, as the transaction's very last
+statement, under a transaction-level advisory lock that the commit releases: allocation and
+commit then happen in one order. The lock is held only for that insert and the commit, and
+never while waiting for a row lock, so it cannot take part in a deadlock. SQLite has a
+single writer and needs nothing.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import event, insert, select, text
+from sqlalchemy.orm import Session
+
 from ..extensions import db
-from ..models import ChangeKind, Contact, SubscriberChange, Topic
+from ..models import ChangeKind, Contact, SubscriberChange, Subscription, Topic, utcnow
+
+#: Key of the PostgreSQL advisory lock that serialises the feed's writers (any constant).
+FEED_LOCK_KEY = 0x5059_4E43  # "SYNC"
+_PENDING = "pending_feed_entries"
 
 
 def record(kind: ChangeKind, contact: Contact, topic: Topic | None = None) -> None:
     """Add a feed entry for ``contact`` (and ``topic``) to the caller's transaction."""
-    db.session.add(
-        SubscriberChange(
-            kind=kind,
-            subscriber_id=contact.public_id,
-            topic_id=topic.id if topic else None,
-            # Only a tombstone carries the address: the list needs it to find the member.
-            email=contact.email if kind is ChangeKind.ERASED else None,
-        )
+    _queue(
+        db.session,
+        {
+            "kind": kind,
+            "subscriber_id": contact.public_id,
+            "topic_id": topic.id if topic else None,
+            "email": None,
+        },
     )
+
+
+def record_erasure(contact: Contact) -> None:
+    """Tombstones for an erased person: one per topic the list ever had them in.
+
+    Only topics with a confirmed subscription at some point: an address that was never
+    confirmed never left the service, so no consumer may learn it even as a tombstone (L2);
+    and a consumer scoped to other topics never learns of it either.
+    """
+    topic_ids = db.session.scalars(
+        select(Subscription.topic_id).where(
+            Subscription.contact_id == contact.id, Subscription.confirmed_at.is_not(None)
+        )
+    ).all()
+    for topic_id in sorted(topic_ids):
+        _queue(
+            db.session,
+            {
+                "kind": ChangeKind.ERASED,
+                "subscriber_id": contact.public_id,
+                "topic_id": topic_id,
+                # Only a tombstone carries the address: the list needs it to find the member.
+                "email": contact.email,
+            },
+        )
+
+
+def _queue(session: Session, entry: dict[str, Any]) -> None:
+    session.info.setdefault(_PENDING, []).append(entry)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_pending(session: Session) -> None:
+    entries = session.info.pop(_PENDING, None)
+    if not entries:
+        return
+    # One timestamp for the transaction: its entries happened together.
+    now = utcnow()
+    for entry in entries:
+        entry["occurred_at"] = now
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK_KEY})
+    session.execute(insert(SubscriberChange), entries)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_pending(session: Session, transaction: Any) -> None:
+    # Entries of a transaction that ended without a commit (rollback, close) describe
+    # changes that did not happen. A savepoint ending leaves the outer transaction's alone.
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)

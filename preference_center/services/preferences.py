@@ -495,7 +495,7 @@ def erase(contact_id: int, client: Client) -> None:
         db.session.rollback()
         return
     suppression.add(contact.email, SuppressionReason.ERASED)
-    changes.record(ChangeKind.ERASED, contact)
+    changes.record_erasure(contact)
     audit.record("subscriber", "subscriber.erase", contact.public_id, ip=client.ip)
     db.session.add(
         ConsentEvent(

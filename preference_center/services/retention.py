@@ -18,15 +18,17 @@ from ..models import (
     ConsentEvent,
     Contact,
     ContactSource,
+    DeliveryStatus,
     PurgeLog,
     RequestStatus,
     SignupRequest,
     SubscriberChange,
     Subscription,
     Suppression,
+    WebhookDelivery,
     utcnow,
 )
-from . import repermission
+from . import repermission, sync
 from .subscriptions import lock_contact, scrub_ledger, scrub_request_events
 
 CHUNK = 500
@@ -41,6 +43,7 @@ def purge(now: datetime | None = None) -> dict[str, int]:
         "consent_client_data": _truncate_client_data(now),
         "expired_blocks": _expired_blocks(now),
         "erasure_tombstones": _scrub_tombstones(now),
+        "sent_webhook_deliveries": _sent_deliveries(now),
         "unconfirmed_imported_contacts": repermission.purge_expired(now),
     }
     for kind, count in counts.items():
@@ -174,13 +177,29 @@ def _expired_blocks(now: datetime) -> int:
     return result.rowcount or 0
 
 
+def _sent_deliveries(now: datetime) -> int:
+    """Delivered webhook pages: kept a week to answer "did you send it?", then dropped."""
+    result = db.session.execute(
+        delete(WebhookDelivery).where(
+            WebhookDelivery.status == DeliveryStatus.SENT,
+            WebhookDelivery.delivered_at < now - timedelta(days=7),
+        )
+    )
+    db.session.commit()
+    return result.rowcount or 0
+
+
 def _scrub_tombstones(now: datetime) -> int:
     """Erased addresses leave the change feed once the mailing list had time to act (K3)."""
     cutoff = now - timedelta(days=int(current_app.config["SYNC_TOMBSTONE_DAYS"]))
-    result = db.session.execute(
-        update(SubscriberChange)
-        .where(SubscriberChange.email.is_not(None), SubscriberChange.occurred_at < cutoff)
-        .values(email=None)
+    query = update(SubscriberChange).where(
+        SubscriberChange.email.is_not(None), SubscriberChange.occurred_at < cutoff
     )
+    # Only once every consumer has read past the tombstone: a list that was down for a
+    # month must still learn which address to delete (issue: export and sync).
+    floor = sync.scrub_floor()
+    if floor is not None:
+        query = query.where(SubscriberChange.id <= floor)
+    result = db.session.execute(query.values(email=None))
     db.session.commit()
     return result.rowcount or 0
