@@ -11,6 +11,7 @@ accepted, so a key can be rotated without breaking the links already sent (A10).
 
 from __future__ import annotations
 
+import base64
 import enum
 import hmac
 import json
@@ -21,7 +22,7 @@ from typing import Any
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from itsdangerous.encoding import base64_encode, int_to_bytes
+from itsdangerous.encoding import int_to_bytes
 
 #: Tokens signed by a host whose clock runs slightly ahead are accepted (A5).
 CLOCK_SKEW_SECONDS = 120
@@ -93,28 +94,33 @@ def make(purpose: Purpose, payload: dict[str, Any]) -> str:
 def minter(purpose: Purpose) -> Callable[[dict[str, Any]], str]:
     """A fast ``make`` for signing many payloads at once (a snapshot of a million rows).
 
-    itsdangerous derives the key and builds an HMAC object for every token; here both are
-    done once and the HMAC state is copied per token, which makes signing several times
-    faster. The tokens are exactly what ``load`` expects (an uncompressed payload, the same
-    timestamp and signature layout); a test checks each one against ``load``.
+    itsdangerous derives the key, builds an HMAC object and encodes the timestamp for every
+    token; here the key is derived once, the timestamp encoded once a second, and the HMAC
+    is OpenSSL's one-shot ``hmac.digest``, which makes signing several times faster. The
+    tokens are exactly what ``load`` expects (the same layout, an uncompressed payload,
+    which ``load`` accepts like any other); a test checks minted tokens against ``load``.
     """
     serializer = _serializer(purpose)
     signer = serializer.make_signer(serializer.salt)
-    mac = hmac.new(signer.derive_key(), digestmod=signer.digest_method)
+    key = signer.derive_key()
+    digest = signer.digest_method().name
     sep = signer.sep
     encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+    stamp: list[Any] = [None, b""]
 
     def make_one(payload: dict[str, Any]) -> str:
-        value = b"%s%s%s" % (
-            base64_encode(encode(payload).encode()),
-            sep,
-            base64_encode(int_to_bytes(int(time.time()))),
-        )
-        signature = mac.copy()
-        signature.update(value)
-        return (value + sep + base64_encode(signature.digest())).decode()
+        now = int(time.time())
+        if now != stamp[0]:
+            stamp[0], stamp[1] = now, sep + _b64(int_to_bytes(now))
+        value = _b64(encode(payload).encode()) + stamp[1]
+        return (value + sep + _b64(hmac.digest(key, value, digest))).decode()
 
     return make_one
+
+
+def _b64(data: bytes) -> bytes:
+    """itsdangerous's base64: URL-safe alphabet, no padding."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 def load(purpose: Purpose, token: str | None) -> dict[str, Any]:
