@@ -21,7 +21,15 @@ from sqlalchemy import event, insert, select, text
 from sqlalchemy.orm import Session
 
 from ..extensions import db
-from ..models import ChangeKind, Contact, SubscriberChange, Subscription, Topic, utcnow
+from ..models import (
+    ChangeKind,
+    Contact,
+    SubscriberChange,
+    Subscription,
+    SubscriptionStatus,
+    Topic,
+    utcnow,
+)
 
 #: Key of the PostgreSQL advisory lock that serialises the feed's writers (any constant).
 FEED_LOCK_KEY = 0x5059_4E43  # "SYNC"
@@ -62,6 +70,34 @@ def record_erasure(contact: Contact) -> None:
                 "topic_id": topic_id,
                 # Only a tombstone carries the address: the list needs it to find the member.
                 "email": contact.email,
+            },
+        )
+
+
+def record_bounce(contact_id: int) -> None:
+    """The address bounces for good: every list that has the person must drop them (L2).
+
+    One entry per topic the person is subscribed to, in the caller's transaction; nothing for
+    someone never confirmed, who was never exported.
+    """
+    rows = db.session.execute(
+        select(Contact.public_id, Subscription.topic_id)
+        .join(Subscription, Subscription.contact_id == Contact.id)
+        .where(
+            Contact.id == contact_id,
+            Subscription.status == SubscriptionStatus.SUBSCRIBED,
+            Subscription.confirmed_at.is_not(None),
+        )
+        .order_by(Subscription.topic_id)
+    ).all()
+    for public_id, topic_id in rows:
+        _queue(
+            db.session,
+            {
+                "kind": ChangeKind.BOUNCED,
+                "subscriber_id": public_id,
+                "topic_id": topic_id,
+                "email": None,
             },
         )
 

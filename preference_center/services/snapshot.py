@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import Connection, func, select
 
 from ..extensions import db
@@ -86,6 +87,8 @@ def open_snapshot(topic: Topic) -> Snapshot:
                 Subscription.topic_id == topic_id,
                 Subscription.status == SubscriptionStatus.SUBSCRIBED,
                 Subscription.confirmed_at.is_not(None),
+                # Bounced out: no mail reaches them, and the feed told the list (L2).
+                Contact.hard_bounces < int(current_app.config["OUTBOX_HARD_BOUNCE_LIMIT"]),
             )
             .order_by(Contact.id)
         )

@@ -128,7 +128,7 @@ def scrub_floor() -> int | None:
 class Finding:
     line: int
     email: str
-    #: unsubscribed | erased | never-confirmed | unknown
+    #: unsubscribed | erased | bounced | never-confirmed | unknown | invalid
     reason: str
 
 
@@ -159,9 +159,14 @@ def reconcile(rows: Iterable[Any], topic: Topic | None) -> tuple[int, list[Findi
 
 
 def _reason(canonical: str, topic: Topic | None) -> str | None:
-    contact_id = db.session.scalar(select(Contact.id).where(Contact.email == canonical))
-    if contact_id is None:
+    contact = db.session.execute(
+        select(Contact.id, Contact.hard_bounces).where(Contact.email == canonical)
+    ).first()
+    if contact is None:
         return "erased" if suppression.find(canonical) is not None else "unknown"
+    contact_id = contact.id
+    if contact.hard_bounces >= int(current_app.config["OUTBOX_HARD_BOUNCE_LIMIT"]):
+        return "bounced"
     query = select(Subscription.status, Subscription.confirmed_at).where(
         Subscription.contact_id == contact_id
     )
