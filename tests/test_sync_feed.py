@@ -289,6 +289,10 @@ def test_l5_the_csv_has_mailchimp_columns_and_neutralised_formulas(app, client):
     assert list(rows[0])[:4] == ["Email Address", "First Name", "Last Name", "Language"]
     assert rows[0]["First Name"].startswith("'=")
     assert rows[1]["First Name"] == "Anne-Marie"
+    # NDJSON needs no neutralising, only correct escaping of what people type.
+    ndjson = client.get("/api/v1/subscribers?topic=newsletter", headers=bearer(secret))
+    names = [json.loads(line)["first_name"] for line in ndjson.get_data(as_text=True).splitlines()]
+    assert names == ['=HYPERLINK("http://x")', "Anne-Marie"]
 
 
 def test_minted_tokens_are_exactly_what_load_accepts(ctx):

@@ -16,6 +16,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _quote  # type: ignore[attr-defined]
 from typing import Any
 
 from flask import current_app
@@ -143,6 +144,28 @@ def stream(snapshot: Snapshot, fmt: str, links: Links) -> Iterator[str]:
         snapshot.close()
 
 
+#: '{"email":', ',"first_name":', ...: the fixed text before each value of a JSON row.
+_PREFIXES = tuple(("{" if i == 0 else ",") + f'"{key}":' for i, key in enumerate(_KEYS))
+
+
+def _object(record: tuple[str | None, ...]) -> str:
+    """One row as a JSON object, its keys in _KEYS order.
+
+    Every value is a string or None, so the row is put together from the fixed key text and
+    json's C string escaper: half the time of building a dict and encoding it, on a path
+    that runs a million times per snapshot.
+    """
+    return (
+        "".join(
+            [
+                prefix + ("null" if value is None else _quote(value))
+                for prefix, value in zip(_PREFIXES, record, strict=True)
+            ]
+        )
+        + "}"
+    )
+
+
 def _json_lines(snapshot: Snapshot, links: Links, *, as_array: bool) -> Iterator[str]:
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     buffer: list[str] = []
@@ -153,7 +176,7 @@ def _json_lines(snapshot: Snapshot, links: Links, *, as_array: bool) -> Iterator
         buffer.append(encode(head)[:-1] + ',"subscribers":[\n')
     first = True
     for record in _records(snapshot, links):
-        line = encode(dict(zip(_KEYS, record, strict=True)))
+        line = _object(record)
         if as_array:
             line = line if first else separator + line
             first = False
