@@ -199,4 +199,5 @@ def _release(wrapper: io.TextIOWrapper) -> None:
 
 
 def _is_blank(cells: Sequence[str]) -> bool:
-    return not any(cell.strip() for cell in cells)
+    # The same as "no cell holds anything but whitespace", in one pass in C.
+    return not "".join(cells).strip()
