@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from datetime import datetime
 
 from flask import current_app
@@ -42,7 +43,22 @@ def _bytes(value: str | bytes) -> bytes:
 
 def digest(canonical: str, key: bytes | None = None) -> str:
     """The keyed HMAC-SHA256 of a canonical address, hex."""
-    return hmac.new(key or _keys()[0], canonical.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.digest(key or _keys()[0], canonical.encode("utf-8"), "sha256").hex()
+
+
+def digests(canonicals: Iterable[str]) -> dict[str, str]:
+    """Digest -> address for many addresses, under every key, current and fallback.
+
+    For bulk checks (an import's chunk): the keys are derived once, not once per address,
+    and a suppression made under a key being rotated out still matches.
+    """
+    keys = _keys()
+    return {
+        hmac.digest(key, encoded, "sha256").hex(): canonical
+        for canonical in canonicals
+        for encoded in (canonical.encode("utf-8"),)
+        for key in keys
+    }
 
 
 def find(canonical: str) -> Suppression | None:
