@@ -353,9 +353,9 @@ def test_g7_only_addresses_that_are_not_new_contacts_are_held_in_memory(app):
         db.session.flush()
         state = import_chunks.ImportRun(batch.id, "nl")
         rows = [readers.Row(n, f"person{n}@example.be") for n in range(2, 50)]
-        import_chunks.write_chunk(state, rows[:20])
-        import_chunks.write_chunk(state, [readers.Row(60, "erased@example.be"), *rows[20:]])
-        import_chunks.write_chunk(state, [readers.Row(70, "PERSON3@example.be")])
+        for chunk in (rows[:20], [readers.Row(60, "erased@example.be"), *rows[20:]],
+                      [readers.Row(70, "PERSON3@example.be")]):  # fmt: skip
+            import_chunks.write_chunk(state, import_chunks.check_rows(chunk))
         assert state.counts == {"new": 48, "suppressed": 1, "duplicate": 1}
         assert state.seen == {"erased@example.be"}
         db.session.rollback()

@@ -7,13 +7,13 @@ processing, defaults and type conversion for every value of every row, and on Po
 Bind/Execute round per row. So, for these bulk statements only:
 
 * Values that are the same for a whole chunk (the batch id, enums, timestamps, column
-  defaults) are turned into their database form once, by the column's own type, and every
-  other value is already a plain ``str``/``int``/``None``; enum columns go through a memo.
+  defaults) are turned into their database form once, by the column's own type; the other
+  values are plain ``str``/``int``/``None``, and enum columns go through a memo.
 * SQLite gets the INSERT compiled from the table and one DBAPI ``executemany`` of tuples.
-* PostgreSQL gets ``COPY ... FROM STDIN`` when no row can conflict, and one
-  ``INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING`` when one can; lookups use
-  ``= ANY(array)``, one statement text whatever the number of values, so the server does not
-  parse and plan a new ``IN`` list of a thousand placeholders for every chunk.
+* PostgreSQL gets ``COPY ... FROM STDIN``. Where a row may conflict with an existing one, the
+  varying columns are copied into a temporary table and moved with one ``INSERT ... SELECT
+  ... ON CONFLICT DO NOTHING RETURNING``, the constant ones added there as parameters.
+* Lookups take one parameter whatever the number of values (:func:`among`).
 
 Everything runs on the session's own connection, inside its transaction: a failure rolls the
 whole import back like any other statement (G-rows of the catalogue: no half-written import).
@@ -47,152 +47,172 @@ from ..extensions import db
 
 Row = tuple[Any, ...]
 
+#: json_each is built into SQLite from 3.38; older builds get a plain IN list.
+_SQLITE_JSON = sqlite3.sqlite_version_info >= (3, 38)
+
 
 def connection() -> Connection:
     """The session's connection, in its transaction."""
     return db.session.connection()
 
 
-def is_postgresql() -> bool:
-    return connection().dialect.name == "postgresql"
+def dialect_name() -> str:
+    return connection().dialect.name
 
 
-def among(column: Any, values: Collection[str]) -> ColumnElement[bool]:
-    """``column IN values`` for a thousand strings, as one parameter whatever their number.
+def among(column: Any, name: str, dialect: str) -> ColumnElement[bool]:
+    """``column IN (:name)`` for thousands of strings, as one parameter whatever their number.
 
     An ``IN`` list costs a placeholder per value: SQLAlchemy coerces and renders each one and
     the database parses a new statement text whenever the count changes. PostgreSQL takes one
-    array (``= ANY``), SQLite one JSON array (``IN (SELECT value FROM json_each(?))``, JSON
-    being built into SQLite since 3.38; older builds get the plain list).
+    array (``= ANY``), SQLite one JSON array (``IN (SELECT value FROM json_each(?))``). Give
+    the parameter's value with :func:`listed`. A statement built with it can be kept and run
+    again for every chunk.
     """
-    if is_postgresql():
-        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
-    if sqlite3.sqlite_version_info < (3, 38):
-        return column.in_(values)
-    listed = func.json_each(bindparam(None, json.dumps(list(values)), type_=String))
-    return column.in_(select(listed.table_valued("value").c.value))
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))
+    if not _SQLITE_JSON:
+        return column.in_(bindparam(name, expanding=True))
+    values = func.json_each(bindparam(name, type_=String)).table_valued("value")
+    return column.in_(select(values.c.value))
+
+
+def listed(values: Collection[str], dialect: str) -> Any:
+    """The value of an :func:`among` parameter."""
+    if dialect == "sqlite" and _SQLITE_JSON:
+        return json.dumps(list(values))
+    return list(values)
 
 
 class BulkInsert:
-    """Insert rows into ``table``: ``columns`` vary per row, ``constants`` are per call.
+    """Insert rows into ``table``; ``columns`` are the values that vary per row.
 
-    Rows are tuples in the order of ``columns``, holding plain values; enum members are
-    accepted in enum columns. ``conflict`` names the unique columns whose duplicates are
-    skipped (``ON CONFLICT (...) DO NOTHING``); without it, PostgreSQL uses COPY.
+    Rows are tuples in the order of ``columns``, holding plain values; enum members (or their
+    values) are accepted in enum columns. ``conflict`` names the unique columns whose
+    duplicates are skipped (``ON CONFLICT (...) DO NOTHING``); ``returning`` the columns
+    given back for the inserted rows where the database does that in the same statement.
     """
 
     def __init__(
         self,
         table: Table,
         columns: Sequence[str],
-        constants: Sequence[str] = (),
         *,
         conflict: Sequence[str] = (),
+        returning: Sequence[str] = (),
     ) -> None:
         self.table = table
         self.columns = tuple(columns)
-        self.constants = tuple(constants)
         self.conflict = tuple(conflict)
-        given = set(self.columns) | set(self.constants)
-        #: Columns left to their Python default: (name, value or callable).
-        self.defaults = [
-            (column.name, column.default)
-            for column in table.columns
-            if column.name not in given and column.default is not None
-        ]
+        self.returning = tuple(returning)
 
-    def execute(
-        self,
-        rows: Sequence[Row],
-        constants: dict[str, Any] | None = None,
-        extra: dict[str, Sequence[Any]] | None = None,
-    ) -> None:
-        """Insert ``rows``, with ``constants`` (Python values) in every one of them and the
-        ``extra`` columns' values (one per row, as stored) alongside."""
+    def execute(self, rows: Sequence[Row], constants: dict[str, Any]) -> list[Row] | None:
+        """Insert ``rows`` with ``constants`` (Python values) in every one of them.
+
+        Returns the ``returning`` columns of the rows inserted on PostgreSQL, None on SQLite
+        (whose ``executemany`` returns nothing).
+        """
         if not rows:
-            return
+            return [] if self.returning else None
         bound = connection()
         dialect = bound.dialect
-        count = len(rows)
-        # Built column by column: converting, repeating and transposing run in C that way.
-        names = list(self.columns)
-        columns = [self._stored(name, values, dialect) for name, values in
+        varying = [self._stored(name, values, dialect) for name, values in
                    zip(self.columns, zip(*rows, strict=True), strict=True)]  # fmt: skip
-        for name, value in (constants or {}).items():
-            names.append(name)
-            columns.append([_db_value(self.table.c[name], value, dialect)] * count)
-        for name, values in (extra or {}).items():
-            names.append(name)
-            columns.append(values)
-        for name, default in self.defaults:
-            if name in names:
-                continue
-            names.append(name)
-            column = self.table.c[name]
-            if default.is_scalar:
-                columns.append([_db_value(column, default.arg, dialect)] * count)
-            elif default.is_callable:
-                columns.append([_db_value(column, default.arg(None), dialect) for _ in rows])
-            else:  # a SQL expression or a sequence: no table written here has one
-                raise TypeError(f"{self.table.name}.{name}: unsupported default for bulk insert")
+        fixed = self._fixed(constants, dialect)
         if dialect.name == "postgresql":
             if self.conflict:
-                self._unnest(bound, names, columns)
-            else:
-                self._copy(bound, names, zip(*columns, strict=True))
-            return
-        self._sqlite(bound, names, columns)
+                return self._copy_then_move(bound, varying, fixed)
+            names = [*self.columns, *fixed]
+            count = len(rows)
+            columns = [*varying, *([value] * count for value in fixed.values())]
+            self._copy(bound, self.table.name, names, zip(*columns, strict=True))
+            return None
+        self._executemany(bound, varying, fixed, len(rows))
+        return None
+
+    def _fixed(self, constants: dict[str, Any], dialect: Dialect) -> dict[str, Any]:
+        """The values common to all rows, as stored: the constants and the column defaults."""
+        fixed = {name: _db_value(self.table.c[name], value, dialect)
+                 for name, value in constants.items()}  # fmt: skip
+        for column in self.table.columns:
+            default = column.default
+            if column.name in fixed or column.name in self.columns or default is None:
+                continue
+            if default.is_scalar:
+                fixed[column.name] = _db_value(column, default.arg, dialect)
+            else:  # a per-row callable (a random id, a clock) must be given by the caller
+                raise TypeError(f"{self.table.name}.{column.name}: give its value for each row")
+        return fixed
 
     def _stored(self, name: str, values: Sequence[Any], dialect: Dialect) -> Sequence[Any]:
         """A column's values as stored: enum members become their strings, through a memo."""
         column = self.table.c[name]
         if not isinstance(column.type, Enum) or column.type.enum_class is None:
             return values
-        memo = {None: None, **{member: _db_value(column, member, dialect)
-                               for member in column.type.enum_class}}  # fmt: skip
+        memo: dict[Any, Any] = {None: None}
+        for member in column.type.enum_class:
+            memo[member] = memo[member.value] = _db_value(column, member, dialect)
         return list(map(memo.__getitem__, values))
 
-    def _sqlite(self, bound: Connection, names: list[str], columns: list[Sequence[Any]]) -> None:
+    def _executemany(
+        self, bound: Connection, varying: list[Sequence[Any]], fixed: dict[str, Any], count: int
+    ) -> None:
         statement = insert(self.table)
         if self.conflict:
             statement = sqlite.insert(self.table).on_conflict_do_nothing(
                 index_elements=list(self.conflict)
             )
+        names = [*self.columns, *fixed]
+        columns = [*varying, *([value] * count for value in fixed.values())]
         compiled = statement.compile(dialect=bound.dialect, column_keys=names)
         ordered = [columns[names.index(key)] for key in compiled.positiontup or ()]
         if len(ordered) != len(names):
             raise RuntimeError(f"{self.table.name}: the compiled INSERT does not take every column")
         bound.exec_driver_sql(compiled.string, list(zip(*ordered, strict=True)))
 
-    def _copy(self, bound: Connection, names: Sequence[str], rows: Iterable[Row]) -> None:
+    def _copy_then_move(
+        self, bound: Connection, varying: list[Sequence[Any]], fixed: dict[str, Any]
+    ) -> list[Row]:
+        # COPY cannot skip conflicts, so the rows wait in a temporary table (dropped at the
+        # commit or rollback of the import) and move in one statement.
+        quote = bound.dialect.identifier_preparer.quote
+        table, staging = quote(self.table.name), quote(f"_bulk_{self.table.name}")
+        columns = ", ".join(quote(name) for name in self.columns)
+        bound.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DROP AS "  # noqa: S608
+            f"SELECT {columns} FROM {table} WITH NO DATA"
+        )
+        self._copy(bound, f"_bulk_{self.table.name}", self.columns, zip(*varying, strict=True))
+        # Identifiers come from the model's Table, quoted by the dialect; values are bound.
+        casts = ", ".join(
+            f"%s::{self.table.c[name].type.compile(dialect=bound.dialect)}" for name in fixed
+        )
+        targets = ", ".join(quote(name) for name in (*self.columns, *fixed))
+        conflict = ", ".join(quote(name) for name in self.conflict)
+        returning = ", ".join(quote(name) for name in self.returning)
+        sql = f"INSERT INTO {table} ({targets}) SELECT {columns}, {casts} FROM {staging} "  # noqa: S608
+        sql += f"ON CONFLICT ({conflict}) DO NOTHING"
+        if returning:
+            sql += f" RETURNING {returning}"
+        result = bound.exec_driver_sql(sql, tuple(fixed.values()))
+        rows = [tuple(row) for row in result] if returning else []
+        bound.exec_driver_sql(f"TRUNCATE {staging}")
+        return rows
+
+    @staticmethod
+    def _copy(bound: Connection, table: str, names: Sequence[str], rows: Iterable[Row]) -> None:
+        quote = bound.dialect.identifier_preparer.quote
+        columns = ", ".join(quote(name) for name in names)
         raw = bound.connection.driver_connection
-        columns = ", ".join(_quoted(bound, name) for name in names)
-        table = _quoted(bound, self.table.name)
-        with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(f"COPY {quote(table)} ({columns}) FROM STDIN") as copy,
+        ):
             for row in rows:
                 copy.write_row(row)
-
-    def _unnest(
-        self, bound: Connection, names: Sequence[str], columns: list[Sequence[Any]]
-    ) -> None:
-        # One array per column, cast to the column's type, so NULLs and strings type right.
-        arrays = ", ".join(
-            f"%s::{self.table.c[name].type.compile(dialect=bound.dialect)}[]" for name in names
-        )
-        quoted = ", ".join(_quoted(bound, name) for name in names)
-        conflict = ", ".join(_quoted(bound, name) for name in self.conflict)
-        # Identifiers come from the model's Table, quoted by the dialect; values are bound.
-        table = _quoted(bound, self.table.name)
-        sql = f"INSERT INTO {table} ({quoted}) SELECT * FROM unnest({arrays}) "  # noqa: S608
-        sql += f"ON CONFLICT ({conflict}) DO NOTHING"
-        bound.exec_driver_sql(sql, tuple(list(values) for values in columns))
 
 
 def _db_value(column: Column[Any], value: Any, dialect: Dialect) -> Any:
     """``value`` as the column's type would send it to the database."""
     process = column.type._cached_bind_processor(dialect)
     return process(value) if process is not None else value
-
-
-def _quoted(bound: Connection, name: str) -> str:
-    return bound.dialect.identifier_preparer.quote(name)

@@ -1,9 +1,12 @@
-"""One chunk of an import: each row's outcome, checked against the database, then written.
+"""One chunk of an import: each row checked, its outcome decided against the database, written.
 
-A chunk of rows costs one lookup per check (existing contacts, suppression list, asked
-markers) and one bulk insert per table (:mod:`.bulk`), whatever its size. The checks run when
-the chunk is written, inside the import's transaction, so an unsubscribe or a suppression
-made while a file is being imported is honoured for every later chunk (F4).
+:func:`check_rows` needs no database and no application: it validates the addresses and
+tidies the values of a chunk of file rows, so it can run ahead, in another process
+(:mod:`.import_reader`). :func:`write_chunk` then costs one lookup per check (existing
+contacts, suppression list, asked markers) and one bulk insert per table (:mod:`.bulk`),
+whatever the chunk's size. The checks run when the chunk is written, inside the import's
+transaction, so an unsubscribe or a suppression made while a file is being imported is
+honoured for every later chunk (F4).
 
 Memory stays flat however long the file (G7): a row is a duplicate when its canonical address
 appeared earlier in the file, and instead of a set of every address so far (about 100 MB at a
@@ -16,18 +19,18 @@ or taken by a signup racing the import) are kept in memory.
 from __future__ import annotations
 
 import os
-import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from functools import cache
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, func, select
 
 from .. import addresses, readers, suppression
 from ..extensions import db
 from ..models import (
-    AddressKind,
     AskedMarker,
     Contact,
     ContactSource,
@@ -38,27 +41,67 @@ from ..models import (
     Suppression,
     utcnow,
 )
-from .bulk import BulkInsert, among
+from .bulk import BulkInsert, among, dialect_name, listed
 
 ASK_AGAIN_AFTER = timedelta(days=365)
 LANGUAGES = {"nl": "nl", "fr": "fr", "en": "en", "nederlands": "nl", "français": "fr",
              "francais": "fr", "english": "en", "dutch": "nl", "french": "fr"}  # fmt: skip
 
-_PERSONAL = AddressKind.PERSONAL.value
-_NEW, _DUPLICATE = ImportOutcome.NEW, ImportOutcome.DUPLICATE
+_NEW, _DUPLICATE, _INVALID = ImportOutcome.NEW, ImportOutcome.DUPLICATE, ImportOutcome.INVALID
 
-# Values that vary per row; the batch id, source and clock are set once per chunk.
 _CONTACTS = BulkInsert(
     Contact.__table__,
-    ("email", "email_display", "first_name", "last_name", "company", "language", "address_kind"),
-    ("import_batch_id", "source", "created_at", "updated_at"),
+    ("email", "email_display", "first_name", "last_name", "company", "language", "address_kind",
+     "public_id"),
     conflict=("email",),
-)
+    returning=("email", "id"),
+)  # fmt: skip
 _REPORT = BulkInsert(
-    ImportRow.__table__,
-    ("line", "email", "outcome", "reason", "address_kind", "contact_id"),
-    ("batch_id",),
+    ImportRow.__table__, ("line", "email", "outcome", "reason", "address_kind", "contact_id")
 )
+
+
+class Checked(NamedTuple):
+    """One row of the file, its address validated and its values ready to store.
+
+    A plain tuple of strings, so that a chunk of them crosses a process boundary cheaply.
+    """
+
+    line: int
+    email: str  # as in the file, for the report
+    first_name: str | None
+    last_name: str | None
+    company: str | None
+    language: str | None  # nl, fr or en; None when the file says nothing usable
+    canonical: str | None  # None: the row is invalid, ``reason`` says why
+    display: str | None
+    kind: str | None  # an AddressKind value
+    reason: str | None
+
+
+def check_rows(rows: Iterable[readers.Row]) -> list[Checked]:
+    """Validate and tidy file rows; no database, no application context needed."""
+    checked = []
+    for row in rows:
+        canonical = display = kind = reason = None
+        if row.error:
+            reason = row.error
+        else:
+            try:
+                address = addresses.parse(row.email)
+            except addresses.InvalidAddress as exc:
+                reason = exc.reason
+            else:
+                canonical, display, kind = address.canonical, address.display, address.kind.value
+        checked.append(Checked(
+            row.line, (row.email or "")[:320],
+            (row.first_name or "").strip()[:100] or None,
+            (row.last_name or "").strip()[:100] or None,
+            (row.company or "").strip()[:200] or None,
+            LANGUAGES.get((row.language or "").strip().lower()),
+            canonical, display, kind, reason,
+        ))  # fmt: skip
+    return checked
 
 
 @dataclass
@@ -72,53 +115,42 @@ class ImportRun:
     seen: set[str] = field(default_factory=set)
 
 
-def write_chunk(run: ImportRun, chunk: list[readers.Row]) -> None:
+def write_chunk(run: ImportRun, chunk: list[Checked]) -> None:
     """Decide every row's outcome, insert the new contacts and the report rows."""
-    parsed: list[tuple[readers.Row, addresses.Address | None, str | None]] = []
-    for row in chunk:
-        if row.error:
-            parsed.append((row, None, row.error))
-            continue
-        try:
-            parsed.append((row, addresses.parse(row.email), None))
-        except addresses.InvalidAddress as exc:
-            parsed.append((row, None, exc.reason))
-    canonical = {address.canonical for _, address, _ in parsed if address is not None}
-    known, ours = _known_contacts(canonical, run.batch_id)
+    dialect = dialect_name()
+    canonical = {row.canonical for row in chunk if row.canonical is not None}
+    known, ours = _known_contacts(canonical, run.batch_id, dialect)
     by_digest = suppression.digests(canonical)  # one HMAC per address and key, for both checks
-    blocked = _suppressed(by_digest)
-    asked = _asked_recently(by_digest)
+    blocked = _found(_suppressed_query(dialect), by_digest, dialect)
+    asked = _found(_asked_query(dialect), by_digest, dialect, since=utcnow() - ASK_AGAIN_AFTER)
 
-    counts = run.counts
-    in_chunk: set[str] = set()
-    outcomes: list[tuple[ImportOutcome, str | None]] = []
-    new_contacts: list[tuple[Any, ...]] = []
-    for row, address, error in parsed:
-        if address is None:
-            outcome, reason = ImportOutcome.INVALID, error
+    seen, in_chunk = run.seen, set()
+    outcomes: list[ImportOutcome] = []
+    new_rows: list[Checked] = []
+    for row in chunk:
+        key = row.canonical
+        if key is None:
+            outcome = _INVALID
+        elif key in in_chunk or key in seen or key in ours:
+            outcome = _DUPLICATE
         else:
-            key = address.canonical
-            if key in in_chunk or key in run.seen or key in ours:
-                outcome, reason = _DUPLICATE, None
-            else:
-                outcome, reason = _outcome(key, known, blocked, asked), None
-                in_chunk.add(key)
-                if outcome is not _NEW:
-                    run.seen.add(key)
-            if address.kind.value != _PERSONAL:
-                counts[address.kind.value] += 1
+            in_chunk.add(key)
+            outcome = _outcome(key, known, blocked, asked)
             if outcome is _NEW:
-                new_contacts.append(_contact_values(run, row, address))
-        counts[outcome.value] += 1
-        outcomes.append((outcome, reason))
+                new_rows.append(row)
+            else:
+                seen.add(key)
+        outcomes.append(outcome)
+    run.counts.update(outcome.value for outcome in outcomes)
+    run.counts.update(row.kind for row in chunk if row.kind not in (None, "personal"))
 
-    ids = _insert_contacts(run, new_contacts)
-    report = []
-    for (row, address, _), (outcome, reason) in zip(parsed, outcomes, strict=True):
-        contact_id = ids.get(address.canonical) if outcome is _NEW and address else None
-        report.append((row.line, (row.email or "")[:320], outcome, reason,
-                       address.kind if address else None, contact_id))  # fmt: skip
-    _REPORT.execute(report, {"batch_id": run.batch_id})
+    ids = _insert_contacts(run, new_rows, dialect)
+    _REPORT.execute(
+        [(row.line, row.email, outcome, row.reason, row.kind,
+          ids.get(row.canonical) if outcome is _NEW else None)
+         for row, outcome in zip(chunk, outcomes, strict=True)],
+        {"batch_id": run.batch_id},
+    )  # fmt: skip
 
 
 def _outcome(key: str, known: dict[str, str], blocked: set[str], asked: set[str]) -> ImportOutcome:
@@ -135,15 +167,47 @@ def _outcome(key: str, known: dict[str, str], blocked: set[str], asked: set[str]
     return _NEW
 
 
-def _known_contacts(canonical: set[str], batch_id: int) -> tuple[dict[str, str], set[str]]:
+# The lookups are built once per database dialect and run again for every chunk with a new
+# list of values: no statement to build, no new SQL text for the database to parse.
+
+
+@cache
+def _known_query(dialect: str) -> Select[Any]:
+    return (
+        select(Contact.email, Contact.import_batch_id, Subscription.status)
+        .outerjoin(Subscription, Subscription.contact_id == Contact.id)
+        .where(among(Contact.email, "addresses", dialect))
+    )
+
+
+@cache
+def _suppressed_query(dialect: str) -> Select[Any]:
+    return select(Suppression.digest).where(among(Suppression.digest, "digests", dialect))
+
+
+@cache
+def _asked_query(dialect: str) -> Select[Any]:
+    return select(AskedMarker.digest).where(
+        among(AskedMarker.digest, "digests", dialect), AskedMarker.asked_at > bindparam("since")
+    )
+
+
+@cache
+def _contacts_by_email_query(dialect: str) -> Select[Any]:
+    return select(Contact.email, Contact.id, Contact.import_batch_id).where(
+        among(Contact.email, "addresses", dialect)
+    )
+
+
+def _known_contacts(
+    canonical: set[str], batch_id: int, dialect: str
+) -> tuple[dict[str, str], set[str]]:
     """Existing contacts among ``canonical``: 'subscribed', 'unsubscribed' or 'pending';
     and the addresses that are contacts made by this very batch (earlier chunks)."""
     if not canonical:
         return {}, set()
     rows = db.session.execute(
-        select(Contact.email, Contact.import_batch_id, Subscription.status)
-        .outerjoin(Subscription, Subscription.contact_id == Contact.id)
-        .where(among(Contact.email, canonical))
+        _known_query(dialect), {"addresses": listed(canonical, dialect)}
     ).all()
     state: dict[str, str] = {}
     ours: set[str] = set()
@@ -159,70 +223,61 @@ def _known_contacts(canonical: set[str], batch_id: int) -> tuple[dict[str, str],
     return state, ours
 
 
-def _suppressed(by_digest: dict[str, str]) -> set[str]:
-    """Addresses on the suppression list, under any key (a rotation lets nobody back in)."""
+def _found(query: Select[Any], by_digest: dict[str, str], dialect: str, **params: Any) -> set[str]:
+    """The addresses whose digest, under any key, the lookup finds (a key rotation lets
+    nobody back in: G13)."""
     if not by_digest:
         return set()
-    found = db.session.scalars(
-        select(Suppression.digest).where(among(Suppression.digest, by_digest))
-    )
-    return {by_digest[d] for d in found}
-
-
-def _asked_recently(by_digest: dict[str, str]) -> set[str]:
-    """Addresses asked for permission within the last year (G14)."""
-    if not by_digest:
-        return set()
-    found = db.session.scalars(
-        select(AskedMarker.digest).where(
-            among(AskedMarker.digest, by_digest), AskedMarker.asked_at > utcnow() - ASK_AGAIN_AFTER
-        )
-    )
-    return {by_digest[d] for d in found}
-
-
-def _contact_values(
-    run: ImportRun, row: readers.Row, address: addresses.Address
-) -> tuple[Any, ...]:
-    language = LANGUAGES.get((row.language or "").strip().lower(), run.language)
-    return (
-        address.canonical,
-        address.display,
-        (row.first_name or "").strip()[:100] or None,
-        (row.last_name or "").strip()[:100] or None,
-        (row.company or "").strip()[:200] or None,
-        language,
-        address.kind,
-    )
+    found = db.session.scalars(query, {"digests": listed(by_digest, dialect), **params})
+    return {by_digest[digest] for digest in found}
 
 
 def _public_ids(count: int) -> list[str]:
-    """Random UUIDs as ``Contact.public_id``'s default makes them (``uuid.uuid4()``), with the
-    chunk's randomness read in one system call instead of one per contact."""
-    random = os.urandom(16 * count)
-    return [str(uuid.UUID(bytes=random[i : i + 16], version=4)) for i in range(0, 16 * count, 16)]
+    """Random UUIDs as ``Contact.public_id``'s default makes them (``uuid.uuid4()``), the
+    chunk's randomness read in one system call instead of one per contact.
 
-
-def _insert_contacts(run: ImportRun, values: list[tuple[Any, ...]]) -> dict[str, int]:
-    """Insert new contacts; one created meanwhile (a signup racing the import) is kept as is.
-
-    Returns the id of every address's contact, this batch's or the one that was there.
+    Version 4 puts 4 in the 13th hex digit and the RFC 4122 variant 8, 9, a or b in the 17th.
     """
-    if not values:
+    digits = os.urandom(16 * count).hex()
+    ids = []
+    for start in range(0, 32 * count, 32):
+        h = digits[start : start + 32]
+        variant = "89ab"[int(h[16], 16) & 3]
+        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}")
+    return ids
+
+
+def _insert_contacts(run: ImportRun, rows: list[Checked], dialect: str) -> dict[str, int]:
+    """Insert the new contacts; one created meanwhile (a signup racing the import) is kept as
+    is. Returns the id of every address's contact, this batch's or the one that was there."""
+    if not rows:
         return {}
+    before = None
+    if dialect != "postgresql":
+        before = db.session.scalar(select(func.max(Contact.id)))
+    public_ids = _public_ids(len(rows))
+    values = [(row.canonical, row.display, row.first_name, row.last_name, row.company,
+               row.language or run.language, row.kind, public_id)
+              for row, public_id in zip(rows, public_ids, strict=True)]  # fmt: skip
     # One clock reading per chunk: its rows are written by one statement. The counters come
     # from the column defaults.
     now = utcnow()
-    _CONTACTS.execute(values, {"import_batch_id": run.batch_id, "source": ContactSource.IMPORT,
-                               "created_at": now, "updated_at": now},
-                      {"public_id": _public_ids(len(values))})  # fmt: skip
-    emails = [v[0] for v in values]
-    rows = db.session.execute(
-        select(Contact.email, Contact.id, Contact.import_batch_id).where(
-            among(Contact.email, emails)
-        )
-    ).all()
-    for email, _, import_batch_id in rows:
-        if import_batch_id != run.batch_id:
-            run.seen.add(email)  # not ours: a later repeat must still be a duplicate
-    return {email: contact_id for email, contact_id, _ in rows}
+    inserted = _CONTACTS.execute(values, {"import_batch_id": run.batch_id, "created_at": now,
+                                          "updated_at": now, "source": ContactSource.IMPORT})  # fmt: skip
+    if inserted is None:
+        # SQLite: this transaction holds the database's only write lock since the batch was
+        # created, so the contacts above the previous highest id are the ones just inserted.
+        inserted = db.session.execute(
+            select(Contact.email, Contact.id).where(
+                Contact.id > (before or 0), Contact.import_batch_id == run.batch_id
+            )
+        ).all()
+    ids = {email: contact_id for email, contact_id in inserted}
+    missing = [row.canonical for row in rows if row.canonical not in ids]
+    if missing:  # the address was taken by another contact: report that one's id
+        for email, contact_id, _ in db.session.execute(
+            _contacts_by_email_query(dialect), {"addresses": listed(missing, dialect)}
+        ):
+            ids[email] = contact_id
+            run.seen.add(email)  # not this batch's contact: a later repeat is still a duplicate
+    return ids

@@ -35,7 +35,7 @@ from ..models import (
 from . import audit
 from .import_chunks import ASK_AGAIN_AFTER as ASK_AGAIN_AFTER
 from .import_chunks import LANGUAGES as LANGUAGES
-from .import_chunks import ImportRun, write_chunk
+from .import_chunks import ImportRun, check_rows, write_chunk
 from .preferences import neutralise
 
 CHUNK = 1000
@@ -122,7 +122,7 @@ def _fill(batch: ImportBatch, stream: BinaryIO, progress: Any = None) -> ImportB
     run = ImportRun(batch.id, batch.language)
     rows = readers.read_rows(stream, options.get("mapping"), filename=filename, **reader_options)
     for chunk in _chunks(rows):
-        write_chunk(run, chunk)
+        write_chunk(run, check_rows(chunk))
         batch.rows_read += len(chunk)
         if progress is not None:
             progress(batch.rows_read)
