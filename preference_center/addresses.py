@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Final
+from typing import Final, NamedTuple
 
 from disposable_email_domains import blocklist as _disposable_domains
 from email_validator import EmailNotValidError, EmailUndeliverableError, validate_email
@@ -51,8 +51,8 @@ ROLE_LOCAL_PARTS = frozenset(
     """.split()
 )
 #: The same names without separators, so no-reply, no_reply and no.reply all match.
-_ROLE_COMPACT = frozenset(re.sub(r"[._\-]", "", name) for name in ROLE_LOCAL_PARTS)
-_SEPARATORS: Final = re.compile(r"[._\-]")
+_DROP_SEPARATORS: Final = str.maketrans("", "", "._-")
+_ROLE_COMPACT = frozenset(name.translate(_DROP_SEPARATORS) for name in ROLE_LOCAL_PARTS)
 _STEM_END: Final = re.compile(r"[._\-+]")
 
 #: email-validator lowercases these local parts (RFC 2142); the fast path must do the same.
@@ -98,7 +98,7 @@ def parse(raw: str, *, check_deliverability: bool = False) -> Address:
     if not isinstance(raw, str):
         raise InvalidAddress("syntax")
     # Checked before stripping: a line break at either end is refused, never trimmed (D8).
-    if any(ch in raw for ch in "\r\n\0"):
+    if "\r" in raw or "\n" in raw or "\0" in raw:
         raise InvalidAddress("syntax", "line break")
     text = raw.strip()
     if not text:
@@ -155,34 +155,39 @@ def _fast_parse(text: str) -> Address | None:
     unchanged (its first, fastest rule), and asks email-validator about the domain once per
     domain (:func:`_domain`). Anything else, and every address that would fail any check,
     goes the full way, so the verdict, the normalised forms and the error reasons are exactly
-    email-validator's (tests/test_addresses.py compares both paths over the address corpora).
+    email-validator's (tests/test_address_fast_path.py compares both paths over the corpora).
     """
     local, _, domain_part = text.partition("@")
     if len(local) > MAX_LOCAL_OCTETS or not DOT_ATOM_TEXT.match(local):
         return None
     domain = _domain(domain_part)
-    if domain is None:
+    # email-validator's length checks (the address as given, normalised and in ASCII form)
+    # and ours; the local part is ASCII, so its characters are octets. Anything over goes
+    # the full way, for the exact message.
+    if domain is None or len(local) + 1 + domain.octets > MAX_ADDRESS_OCTETS:
         return None
-    unicode_domain, ascii_domain = domain
-    if local.lower() in _CASE_INSENSITIVE:
-        local = local.lower()  # email-validator's RFC 2142 rule: INFO@ becomes info@
-    # email-validator's length checks: the address as given, normalised and in ASCII form.
-    # The local part is ASCII here, so characters are octets; anything over goes the full way
-    # for the exact message.
-    given = len(local) + 1 + len(domain_part.encode("utf-8"))
-    longest = max(given, len(local) + 1 + len(unicode_domain.encode("utf-8")),
-                  len(local) + 1 + len(ascii_domain))  # fmt: skip
-    if longest > MAX_ADDRESS_OCTETS:
-        return None
-    try:
-        return _address(local, unicode_domain, ascii_domain.lower())
-    except InvalidAddress:
-        return None  # the full path raises the same reason
+    lower = local.lower()
+    if lower in _CASE_INSENSITIVE:
+        local = lower  # email-validator's RFC 2142 rule: INFO@ becomes info@
+    return Address(
+        canonical=f"{lower}@{domain.lower}",
+        display=f"{local}@{domain.unicode}",
+        ascii=f"{lower}@{domain.ascii}",
+        kind=AddressKind.DISPOSABLE if domain.disposable else _role_or_personal(lower),
+    )
+
+
+class _Domain(NamedTuple):
+    unicode: str  # as email-validator normalises it, for display
+    lower: str  # the same, lowercased, for the canonical form
+    ascii: str  # IDNA 2008 ASCII form, lowercased, for SMTP
+    octets: int  # UTF-8 length of the longest of: as typed, normalised, ASCII
+    disposable: bool
 
 
 @lru_cache(maxsize=4096)
-def _domain(domain_part: str) -> tuple[str, str] | None:
-    """(Unicode, ASCII) forms of a domain as email-validator normalises it; None if refused.
+def _domain(domain_part: str) -> _Domain | None:
+    """What email-validator makes of a domain, and its kind; None if it refuses it.
 
     Asked with a one-letter local part, which email-validator always accepts: the domain is
     validated on its own in email-validator (``validate_email_domain_name``), so its answer
@@ -192,13 +197,21 @@ def _domain(domain_part: str) -> tuple[str, str] | None:
         result = validate_email("a@" + domain_part, check_deliverability=False, **_RULES)
     except EmailNotValidError:
         return None
-    return result.domain, result.ascii_domain
+    ascii_domain, lower = result.ascii_domain.lower(), result.domain.lower()
+    octets = max(len(domain_part.encode("utf-8")), len(result.domain.encode("utf-8")),
+                 len(ascii_domain))  # fmt: skip
+    return _Domain(result.domain, lower, ascii_domain, octets,
+                   _disposable_domain(ascii_domain, lower))  # fmt: skip
 
 
 def _kind(local: str, ascii_domain: str, domain: str) -> AddressKind:
     if _disposable_domain(ascii_domain, domain):
         return AddressKind.DISPOSABLE
-    compact = _SEPARATORS.sub("", local.split("+")[0])
+    return _role_or_personal(local)
+
+
+def _role_or_personal(local: str) -> AddressKind:
+    compact = local.split("+")[0].translate(_DROP_SEPARATORS)
     # "info.be@", "sales-nl@", "verkoop_gent@", "sales1@" are role mailboxes too.
     stem = _STEM_END.split(local, maxsplit=1)[0].rstrip("0123456789")
     if compact in _ROLE_COMPACT or compact.rstrip("0123456789") in _ROLE_COMPACT:
