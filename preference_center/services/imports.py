@@ -121,11 +121,17 @@ def _fill(batch: ImportBatch, stream: BinaryIO, progress: Any = None) -> ImportB
     provenance_actor = batch.uploaded_by
     run = ImportRun(batch.id, batch.language)
     rows = readers.read_rows(stream, options.get("mapping"), filename=filename, **reader_options)
+    # Counted here and stored once: updating the batch row per chunk would leave a version of
+    # it per chunk, which PostgreSQL's foreign key checks on every contact and report row
+    # then walk through. Nobody else can see the count before the commit anyway; the page
+    # follows the progress callback (a file, for the worker).
+    rows_read = 0
     for chunk in _chunks(rows):
         write_chunk(run, check_rows(chunk))
-        batch.rows_read += len(chunk)
+        rows_read += len(chunk)
         if progress is not None:
-            progress(batch.rows_read)
+            progress(rows_read)
+    batch.rows_read = rows_read
     batch.counts = dict(run.counts)
     batch.status = ImportStatus.IMPORTED
     batch.imported_at = utcnow()
