@@ -50,15 +50,18 @@ def digests(canonicals: Iterable[str]) -> dict[str, str]:
     """Digest -> address for many addresses, under every key, current and fallback.
 
     For bulk checks (an import's chunk): the keys are derived once, not once per address,
-    and a suppression made under a key being rotated out still matches.
+    and a suppression made under a key being rotated out still matches. Each HMAC starts
+    from a copy of one keyed for the whole call, which skips hashing the padded key again.
     """
-    keys = _keys()
-    return {
-        hmac.digest(key, encoded, "sha256").hex(): canonical
-        for canonical in canonicals
-        for encoded in (canonical.encode("utf-8"),)
-        for key in keys
-    }
+    keyed = [hmac.new(key, digestmod=hashlib.sha256) for key in _keys()]
+    found: dict[str, str] = {}
+    for canonical in canonicals:
+        encoded = canonical.encode("utf-8")
+        for start in keyed:
+            mac = start.copy()
+            mac.update(encoded)
+            found[mac.hexdigest()] = canonical
+    return found
 
 
 def find(canonical: str) -> Suppression | None:

@@ -359,3 +359,26 @@ def test_g7_only_addresses_that_are_not_new_contacts_are_held_in_memory(app):
         assert state.counts == {"new": 48, "suppressed": 1, "duplicate": 1}
         assert state.seen == {"erased@example.be"}
         db.session.rollback()
+
+
+def test_g13_bulk_digests_are_the_single_address_digests_under_every_key(app):
+    app.config.update(SUPPRESSION_KEY="new-key", SUPPRESSION_KEY_FALLBACKS=["old-key"])
+    addresses = ["jan@example.be", "zoë@bücher.be"]
+    with app.app_context():
+        found = suppression.digests(addresses)
+        keys = suppression.keys()  # the module's function, current key first
+        expected = {suppression.digest(a, key): a for a in addresses for key in keys}
+    assert found == expected and len(found) == 4
+
+
+def test_g7_the_sqlite_page_cache_is_set_back_after_an_import(app, backend):
+    if backend != "sqlite":
+        pytest.skip("a SQLite setting")
+    from preference_center.services import bulk
+
+    with app.app_context():
+        before = db.session.connection().exec_driver_sql("PRAGMA cache_size").scalar()
+        with bulk.larger_sqlite_cache(4096):
+            inside = db.session.connection().exec_driver_sql("PRAGMA cache_size").scalar()
+        after = db.session.connection().exec_driver_sql("PRAGMA cache_size").scalar()
+    assert (inside, after) == (-4096, before)

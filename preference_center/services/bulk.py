@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import (
@@ -58,6 +59,32 @@ def connection() -> Connection:
 
 def dialect_name() -> str:
     return connection().dialect.name
+
+
+@contextmanager
+def larger_sqlite_cache(kib: int) -> Iterator[None]:
+    """SQLite only: a page cache of ``kib`` KiB on the session's connection for a bulk write.
+
+    SQLite's default cache is 2 MB. An import inserts into the unique indexes of ``contact``
+    (the address, a random ``public_id``) in random order, and once they outgrow the cache
+    each insert reads pages back (30 % of the contact insert's time at 100,000 rows). The
+    cache grows only as pages are used, and the previous size is set back before the
+    connection can return to the pool. Nothing about durability changes: dirty pages go to
+    the WAL at the commit, as before.
+    """
+    bound = connection()
+    if bound.dialect.name != "sqlite":
+        yield
+        return
+    raw = bound.connection.dbapi_connection
+    assert raw is not None
+    previous = int(raw.execute("PRAGMA cache_size").fetchone()[0])
+    raw.execute(f"PRAGMA cache_size = {-int(kib)}")
+    try:
+        yield
+    finally:
+        with suppress(sqlite3.Error):  # a broken connection is thrown away anyway
+            raw.execute(f"PRAGMA cache_size = {previous}")
 
 
 def among(column: Any, name: str, dialect: str) -> ColumnElement[bool]:
