@@ -132,6 +132,7 @@ class BulkInsert:
         self.columns = tuple(columns)
         self.conflict = tuple(conflict)
         self.returning = tuple(returning)
+        self._compiled: dict[tuple[str, ...], tuple[str, list[int]]] = {}
 
     def execute(self, rows: Sequence[Row], constants: dict[str, Any]) -> list[Row] | None:
         """Insert ``rows`` with ``constants`` (Python values) in every one of them.
@@ -184,18 +185,25 @@ class BulkInsert:
     def _executemany(
         self, bound: Connection, varying: list[Sequence[Any]], fixed: dict[str, Any], count: int
     ) -> None:
-        statement = insert(self.table)
-        if self.conflict:
-            statement = sqlite.insert(self.table).on_conflict_do_nothing(
-                index_elements=list(self.conflict)
-            )
-        names = [*self.columns, *fixed]
+        names = (*self.columns, *fixed)
         columns = [*varying, *([value] * count for value in fixed.values())]
-        compiled = statement.compile(dialect=bound.dialect, column_keys=names)
-        ordered = [columns[names.index(key)] for key in compiled.positiontup or ()]
-        if len(ordered) != len(names):
-            raise RuntimeError(f"{self.table.name}: the compiled INSERT does not take every column")
-        bound.exec_driver_sql(compiled.string, list(zip(*ordered, strict=True)))
+        sql, order = self._sqlite_statement(bound.dialect, names)
+        bound.exec_driver_sql(sql, list(zip(*(columns[i] for i in order), strict=True)))
+
+    def _sqlite_statement(self, dialect: Dialect, names: tuple[str, ...]) -> tuple[str, list[int]]:
+        """The INSERT for these columns, compiled once, and the order it takes them in."""
+        if names not in self._compiled:
+            statement = insert(self.table)
+            if self.conflict:
+                statement = sqlite.insert(self.table).on_conflict_do_nothing(
+                    index_elements=list(self.conflict)
+                )
+            compiled = statement.compile(dialect=dialect, column_keys=list(names))
+            order = [names.index(key) for key in compiled.positiontup or ()]
+            if sorted(order) != list(range(len(names))):
+                raise RuntimeError(f"{self.table.name}: the INSERT does not take every column")
+            self._compiled[names] = (compiled.string, order)
+        return self._compiled[names]
 
     def _copy_then_move(
         self, bound: Connection, varying: list[Sequence[Any]], fixed: dict[str, Any]
