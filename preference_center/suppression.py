@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from datetime import datetime
 
 from flask import current_app
@@ -42,7 +43,25 @@ def _bytes(value: str | bytes) -> bytes:
 
 def digest(canonical: str, key: bytes | None = None) -> str:
     """The keyed HMAC-SHA256 of a canonical address, hex."""
-    return hmac.new(key or _keys()[0], canonical.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.digest(key or _keys()[0], canonical.encode("utf-8"), "sha256").hex()
+
+
+def digests(canonicals: Iterable[str]) -> dict[str, str]:
+    """Digest -> address for many addresses, under every key, current and fallback.
+
+    For bulk checks (an import's chunk): the keys are derived once, not once per address,
+    and a suppression made under a key being rotated out still matches. Each HMAC starts
+    from a copy of one keyed for the whole call, which skips hashing the padded key again.
+    """
+    keyed = [hmac.new(key, digestmod=hashlib.sha256) for key in _keys()]
+    found: dict[str, str] = {}
+    for canonical in canonicals:
+        encoded = canonical.encode("utf-8")
+        for start in keyed:
+            mac = start.copy()
+            mac.update(encoded)
+            found[mac.hexdigest()] = canonical
+    return found
 
 
 def find(canonical: str) -> Suppression | None:

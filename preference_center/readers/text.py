@@ -66,17 +66,17 @@ def _records(lines: Iterable[str], delimiter: str) -> Iterator[_Record]:
     while True:
         start = consumed + 1
         try:
-            cells = next(reader)
-        except StopIteration:
+            # A for loop, re-entered after each error: the csv reader resumes where it was.
+            for cells in reader:
+                yield _Record(start, cells)
+                start = consumed = reader.line_num
+                start += 1
             return
         except csv.Error as exc:
             consumed = max(reader.line_num, start)
             message = str(exc)
             code = FIELD_TOO_LARGE if "field larger than field limit" in message else MALFORMED
             yield _Record(start, None, code, f"line {start}: {message}")
-            continue
-        consumed = reader.line_num
-        yield _Record(start, cells)
 
 
 def _sniff_text(
@@ -129,18 +129,20 @@ def _guess_delimiter(lines: Sequence[str]) -> str:
 def _text_rows(stream: IO[bytes], info: FileInfo, mapping: dict[str, int | None]) -> Iterator[Row]:
     assert info.encoding is not None and info.delimiter is not None
     wrapper = io.TextIOWrapper(stream, encoding=info.encoding, errors=_MARK_HANDLER, newline="")
+    # Records up to this line are the sep= line and the header (or a preamble before it).
+    skip_to = max(info.header_line or 0, 1 if info.sep_line else 0)
+    encoding = info.encoding
     try:
         for record in _records(_strip_bom(wrapper), info.delimiter):
-            if info.sep_line and record.line == 1:
+            line, cells = record.line, record.cells
+            if line <= skip_to:
                 continue
-            if info.header_line is not None and record.line <= info.header_line:
-                continue
-            if record.cells is None:
+            if cells is None:
                 assert record.error is not None
-                yield Row(record.line, "", error=record.error, detail=record.detail)
+                yield Row(line, "", error=record.error, detail=record.detail)
                 continue
-            if _is_blank(record.cells):
+            if _is_blank(cells):
                 continue
-            yield from _rows_from_cells(record.line, record.cells, mapping, info.encoding)
+            yield from _rows_from_cells(line, cells, mapping, encoding)
     finally:
         _release(wrapper)

@@ -7,7 +7,8 @@ the rows are written, so an unsubscribe during an import is never undone (F4).
 
 The whole file is one transaction (all or nothing on a technical failure); a bad row is a line
 in the report, never a reason to stop. Rows are handled in chunks, with one query per chunk
-for each check, so a 100,000-row file takes seconds and constant memory.
+for each check and one bulk insert per table (:mod:`.import_chunks`), so a 100,000-row file
+takes seconds and constant memory.
 """
 
 from __future__ import annotations
@@ -15,38 +16,33 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any, BinaryIO
 
-from sqlalchemy import insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 
-from .. import addresses, readers, suppression
+from .. import readers
 from ..extensions import db
 from ..models import (
-    AskedMarker,
     CollectedBy,
-    Contact,
-    ContactSource,
     ImportBatch,
-    ImportOutcome,
     ImportRow,
     ImportStatus,
-    Subscription,
-    SubscriptionStatus,
-    Suppression,
     utcnow,
 )
 from . import audit
+from .bulk import larger_sqlite_cache
+from .import_chunks import ASK_AGAIN_AFTER as ASK_AGAIN_AFTER
+from .import_chunks import LANGUAGES as LANGUAGES
+from .import_chunks import ImportRun, check_rows, write_chunk
 from .preferences import neutralise
 
 CHUNK = 1000
-ASK_AGAIN_AFTER = timedelta(days=365)
-LANGUAGES = {"nl": "nl", "fr": "fr", "en": "en", "nederlands": "nl", "français": "fr",
-             "francais": "fr", "english": "en", "dutch": "nl", "french": "fr"}  # fmt: skip
+#: SQLite's page cache during an import (KiB); see bulk.larger_sqlite_cache. At most this much
+#: memory more, used only as the file needs it.
+IMPORT_CACHE_KIB = 64 * 1024
 
 
 class ProvenanceMissing(ValueError):
@@ -127,15 +123,21 @@ def _fill(batch: ImportBatch, stream: BinaryIO, progress: Any = None) -> ImportB
     options = dict(batch.options or {})
     reader_options = {k: options.get(k) for k in ("encoding", "delimiter", "sheet")}
     provenance_actor = batch.uploaded_by
-    counts: Counter[str] = Counter()
-    seen: set[str] = set()
+    run = ImportRun(batch.id, batch.language)
     rows = readers.read_rows(stream, options.get("mapping"), filename=filename, **reader_options)
-    for chunk in _chunks(rows):
-        _write_chunk(batch, chunk, seen, counts)
-        batch.rows_read += len(chunk)
-        if progress is not None:
-            progress(batch.rows_read)
-    batch.counts = dict(counts)
+    # Counted here and stored once: updating the batch row per chunk would leave a version of
+    # it per chunk, which PostgreSQL's foreign key checks on every contact and report row
+    # then walk through. Nobody else can see the count before the commit anyway; the page
+    # follows the progress callback (a file, for the worker).
+    rows_read = 0
+    with larger_sqlite_cache(IMPORT_CACHE_KIB):
+        for chunk in _chunks(rows):
+            write_chunk(run, check_rows(chunk))
+            rows_read += len(chunk)
+            if progress is not None:
+                progress(rows_read)
+    batch.rows_read = rows_read
+    batch.counts = dict(run.counts)
     batch.status = ImportStatus.IMPORTED
     batch.imported_at = utcnow()
     audit.record(provenance_actor, "import", f"batch {batch.id}", file=filename,
@@ -264,139 +266,6 @@ def _chunks(rows: Iterator[readers.Row]) -> Iterator[list[readers.Row]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def _write_chunk(batch: ImportBatch, chunk: list[readers.Row], seen: set[str],
-                 counts: Counter[str]) -> None:  # fmt: skip
-    parsed: list[tuple[readers.Row, addresses.Address | None, str | None]] = []
-    for row in chunk:
-        if row.error:
-            parsed.append((row, None, row.error))
-            continue
-        try:
-            parsed.append((row, addresses.parse(row.email), None))
-        except addresses.InvalidAddress as exc:
-            parsed.append((row, None, exc.reason))
-    canonical = {a.canonical for _, a, _ in parsed if a is not None}
-    known = _known_contacts(canonical)
-    blocked = _suppressed(canonical)
-    asked = _asked_recently(canonical)
-
-    report: list[dict[str, Any]] = []
-    new_contacts: list[dict[str, Any]] = []
-    for row, address, error in parsed:
-        outcome, reason = _outcome(address, error, seen, known, blocked, asked)
-        if address is not None:
-            seen.add(address.canonical)
-            if address.kind.value != "personal":
-                counts[address.kind.value] += 1
-        counts[outcome.value] += 1
-        report.append({
-            "batch_id": batch.id, "line": row.line, "email": (row.email or "")[:320],
-            "outcome": outcome, "reason": reason,
-            "address_kind": address.kind if address else None,
-            "contact_id": None, "_canonical": address.canonical if address else None,
-        })  # fmt: skip
-        if outcome is ImportOutcome.NEW:
-            new_contacts.append(_contact_values(batch, row, address))
-    ids = _insert_contacts(new_contacts)
-    for entry in report:
-        key = entry.pop("_canonical")
-        if entry["outcome"] is ImportOutcome.NEW:
-            entry["contact_id"] = ids.get(key)
-    db.session.execute(insert(ImportRow), report)
-
-
-def _outcome(address, error, seen, known, blocked, asked) -> tuple[ImportOutcome, str | None]:  # type: ignore[no-untyped-def]
-    if address is None:
-        return ImportOutcome.INVALID, error
-    if address.canonical in seen:
-        return ImportOutcome.DUPLICATE, None
-    if address.canonical in blocked:
-        return ImportOutcome.SUPPRESSED, None
-    status = known.get(address.canonical)
-    if status == "subscribed":
-        return ImportOutcome.ALREADY_SUBSCRIBED, None
-    if status == "unsubscribed":
-        return ImportOutcome.UNSUBSCRIBED, None
-    if address.canonical in asked:
-        return ImportOutcome.ASKED_RECENTLY, None
-    return ImportOutcome.NEW, None
-
-
-def _known_contacts(canonical: set[str]) -> dict[str, str]:
-    """Existing contacts among ``canonical``: 'subscribed', 'unsubscribed' or 'pending'."""
-    if not canonical:
-        return {}
-    rows = db.session.execute(
-        select(Contact.email, Subscription.status)
-        .outerjoin(Subscription, Subscription.contact_id == Contact.id)
-        .where(Contact.email.in_(canonical))
-    ).all()
-    state: dict[str, str] = {}
-    for email, status in rows:
-        if status is SubscriptionStatus.SUBSCRIBED:
-            state[email] = "subscribed"
-        elif status is SubscriptionStatus.UNSUBSCRIBED:
-            state.setdefault(email, "unsubscribed")
-        else:
-            state.setdefault(email, "pending")
-    return state
-
-
-def _digests(canonical: set[str]) -> dict[str, str]:
-    """Digest -> address under every suppression key, current and fallback (a key rotation
-    must never let a suppressed address back in)."""
-    keys = suppression.keys()
-    return {suppression.digest(c, key): c for c in canonical for key in keys}
-
-
-def _suppressed(canonical: set[str]) -> set[str]:
-    if not canonical:
-        return set()
-    by_digest = _digests(canonical)
-    found = db.session.scalars(select(Suppression.digest).where(Suppression.digest.in_(by_digest)))
-    return {by_digest[d] for d in found}
-
-
-def _asked_recently(canonical: set[str]) -> set[str]:
-    if not canonical:
-        return set()
-    by_digest = _digests(canonical)
-    found = db.session.scalars(
-        select(AskedMarker.digest).where(
-            AskedMarker.digest.in_(by_digest), AskedMarker.asked_at > utcnow() - ASK_AGAIN_AFTER
-        )
-    )
-    return {by_digest[d] for d in found}
-
-
-def _contact_values(
-    batch: ImportBatch, row: readers.Row, address: addresses.Address
-) -> dict[str, Any]:
-    language = LANGUAGES.get((row.language or "").strip().lower(), batch.language)
-    # public_id, timestamps and counters come from the column defaults, row by row.
-    return {
-        "email": address.canonical, "email_display": address.display,
-        "first_name": (row.first_name or "").strip()[:100] or None,
-        "last_name": (row.last_name or "").strip()[:100] or None,
-        "company": (row.company or "").strip()[:200] or None,
-        "language": language, "source": ContactSource.IMPORT, "address_kind": address.kind,
-        "import_batch_id": batch.id,
-    }  # fmt: skip
-
-
-def _insert_contacts(values: list[dict[str, Any]]) -> dict[str, int]:
-    """Insert new contacts; one created meanwhile (a signup racing the import) is kept as is."""
-    if not values:
-        return {}
-    dialect = db.session.get_bind().dialect.name
-    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Contact)
-    db.session.execute(statement.on_conflict_do_nothing(index_elements=["email"]), values)
-    emails = [v["email"] for v in values]
-    return dict(
-        db.session.execute(select(Contact.email, Contact.id).where(Contact.email.in_(emails))).all()
-    )
 
 
 def report_csv(batch_id: int) -> Iterator[str]:
