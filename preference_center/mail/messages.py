@@ -27,6 +27,7 @@ from jinja2 import TemplateError, TemplateNotFound
 
 from ..i18n import email_language
 from ..models import OutboxMessage
+from . import wire
 from .builders import BUILDERS
 
 #: CRLF on the wire; RFC 5322 allows 998 octets per line, and folding a List-Unsubscribe
@@ -159,15 +160,23 @@ class OutboxMail(flask_mail.Message):
 
     def as_bytes(self) -> bytes:
         """The message as sent; DKIM-signed when a key is configured (B11)."""
-        raw = self._message().as_bytes(policy=WIRE_POLICY)
+        if self.has_bad_headers():
+            raise BadHeaderError("a header value contains a line break")
+        headers = {name: _encoded(value) for name, value in self.all_headers().items()}
+        # Written directly in the common case; the generator folds what is too long (wire.py).
+        raw = wire.write(headers, self.body or "", self.html)
+        if raw is None:
+            raw = self._message(headers).as_bytes(policy=WIRE_POLICY)
         return dkim_sign(raw)
 
-    def _message(self) -> Message:  # type: ignore[override]
+    def _message(self, headers: dict[str, str] | None = None) -> Message:  # type: ignore[override]
         # Built with the compat32 MIME classes and pre-encoded headers: the modern EmailMessage
         # API parses every header through the header registry, which cost more than the rest of
         # delivery together (docs/benchmarks.md). The wire format is the same.
-        if self.has_bad_headers():
-            raise BadHeaderError("a header value contains a line break")
+        if headers is None:
+            if self.has_bad_headers():
+                raise BadHeaderError("a header value contains a line break")
+            headers = {name: _encoded(value) for name, value in self.all_headers().items()}
         text = MIMEText(self.body or "", "plain", "utf-8")
         message: Message
         if self.html:
@@ -176,9 +185,14 @@ class OutboxMail(flask_mail.Message):
             message.attach(MIMEText(self.html, "html", "utf-8"))
         else:
             message = text
-        for name, value in self.all_headers().items():
-            message[name] = value if value.isascii() else Header(value, "utf-8").encode()
+        for name, value in headers.items():
+            message[name] = value
         return message
+
+
+def _encoded(value: str) -> str:
+    """A header value as written: RFC 2047 encoded words when it is not ASCII."""
+    return value if value.isascii() else Header(value, "utf-8").encode()
 
 
 def build(row: OutboxMessage, rendered: Rendered) -> OutboxMail:
