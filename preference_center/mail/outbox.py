@@ -211,6 +211,7 @@ def deliver(
             continue
         try:
             message = messages.build(row, messages.render(row))
+            raw = message.as_bytes()  # a bad header is refused here, before the SMTP exchange
         except SkipMessage as exc:
             _finish(row.id, worker, status=OutboxStatus.CANCELLED, last_error=str(exc))
             report.cancelled += 1
@@ -223,7 +224,7 @@ def deliver(
             if connection is None:
                 connection = SMTPConnection()
                 connection.host = connection.configure_host()
-            connection.send(message)
+            connection.deliver(message, raw)
         except Exception as exc:  # classify() re-raises anything that is not a mail error
             outcome, error = classify(exc)
             report.errors.append(error)
