@@ -92,6 +92,30 @@ def test_one_connection_is_reused_for_a_whole_batch(app, smtp):
     assert len(set(sessions)) == 1
 
 
+def test_mail_max_emails_still_reconnects_after_that_many_messages(app, smtp):
+    sessions = []  # the objects themselves: an id() may be reused once one is freed
+    original = smtp.handler.handle_DATA
+
+    async def record_session(server, session, envelope):
+        sessions.append(session)
+        return await original(server, session, envelope)
+
+    smtp.handler.handle_DATA = record_session
+    app.extensions["mail"].max_emails = 2
+    for i in range(5):
+        queue(app, f"reader{i}@example.be")
+    assert drain(app).sent == 5
+    assert len({id(session) for session in sessions}) == 3
+    assert smtp.handler.envelopes[0][0] == "news@prefs.example.be"
+
+
+def test_flask_mail_record_messages_still_sees_what_the_worker_sends(app, smtp):
+    queue(app, "reader@example.be", "nl")
+    with app.app_context(), app.extensions["mail"].record_messages() as recorded:
+        assert outbox.Worker().run(once=True).sent == 1
+    assert [m.recipients for m in recorded] == [["reader@example.be"]]
+
+
 def test_the_message_id_is_stable_and_in_the_senders_domain(app, smtp):
     row_id = queue(app)
     drain(app)

@@ -16,17 +16,18 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import formataddr, formatdate, getaddresses, make_msgid
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
 import flask_mail
 import idna
-from flask import current_app, render_template
-from flask_babel import force_locale
+from flask import current_app
 from jinja2 import TemplateError, TemplateNotFound
 
 from ..i18n import email_language
 from ..models import OutboxMessage
+from . import templating, wire
 from .builders import BUILDERS
 
 #: CRLF on the wire; RFC 5322 allows 998 octets per line, and folding a List-Unsubscribe
@@ -111,11 +112,11 @@ def _with_unsubscribe(rendered: Rendered, context: dict[str, Any]) -> Rendered:
 
 
 def _render(template: str, language: str, context: dict[str, Any]) -> Rendered:
-    with force_locale(language):
-        subject = render_template(f"email/{template}/subject.txt", **context)
-        text = render_template(f"email/{template}/body.txt", **context)
+    with templating.email_context(language, context) as values:
+        subject = templating.render(f"email/{template}/subject.txt", values)
+        text = templating.render(f"email/{template}/body.txt", values)
         try:
-            html: str | None = render_template(f"email/{template}/body.html", **context)
+            html: str | None = templating.render(f"email/{template}/body.html", values)
         except TemplateNotFound:
             html = None
     # A subject is one line, whatever the template's whitespace.
@@ -127,14 +128,48 @@ class OutboxMail(flask_mail.Message):
 
     Flask-Mail 0.10 checks only some headers for CR/LF, converts IDN domains with the IDNA 2003
     codec and folds every header at 78 characters. Here recipients are already IDNA 2008 ASCII
-    (``addresses.parse``), every header is checked, and the MIME tree is built with the modern
-    ``email`` API.
+    (``addresses.parse``), every header is checked, and the bytes are written by ``wire.py``
+    (or the compat32 generator) with lines folded only past 998 octets.
     """
 
-    def __init__(self, *, to_name: str | None, message_id: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.to_name = to_name
+    def __init__(
+        self,
+        *,
+        to_name: str | None,
+        message_id: str,
+        subject: str = "",
+        recipients: list[str] | None = None,
+        body: str | None = None,
+        html: str | None = None,
+        sender: str | tuple[str, str] | None = None,
+        reply_to: str | None = None,
+        date: float | None = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        # Flask-Mail's own __init__ is not called: it mints a Message-ID with make_msgid(),
+        # whose socket.getfqdn() is a reverse DNS lookup for every message, only for the row's
+        # stable one to replace it. Its attributes are set here instead; a test checks the two
+        # lists stay the same.
+        sender = sender or current_app.extensions["mail"].default_sender
+        if isinstance(sender, tuple):
+            sender = f"{sender[0]} <{sender[1]}>"
+        self.recipients = list(recipients or [])
+        self.subject = subject
+        self.sender = sender
+        self.reply_to = reply_to
+        self.cc = []
+        self.bcc = []
+        self.body = body
+        self.alts = {}
+        self.html = html
+        self.date = date
         self.msgId = message_id
+        self.charset = None
+        self.extra_headers = extra_headers
+        self.mail_options = []
+        self.rcpt_options = []
+        self.attachments = []
+        self.to_name = to_name
 
     def all_headers(self) -> dict[str, str]:
         """Every header as it will be written, computed once per message."""
@@ -159,15 +194,23 @@ class OutboxMail(flask_mail.Message):
 
     def as_bytes(self) -> bytes:
         """The message as sent; DKIM-signed when a key is configured (B11)."""
-        raw = self._message().as_bytes(policy=WIRE_POLICY)
+        if self.has_bad_headers():
+            raise BadHeaderError("a header value contains a line break")
+        headers = {name: _encoded(value) for name, value in self.all_headers().items()}
+        # Written directly in the common case; the generator folds what is too long (wire.py).
+        raw = wire.write(headers, self.body or "", self.html)
+        if raw is None:
+            raw = self._message(headers).as_bytes(policy=WIRE_POLICY)
         return dkim_sign(raw)
 
-    def _message(self) -> Message:  # type: ignore[override]
+    def _message(self, headers: dict[str, str] | None = None) -> Message:  # type: ignore[override]
         # Built with the compat32 MIME classes and pre-encoded headers: the modern EmailMessage
         # API parses every header through the header registry, which cost more than the rest of
         # delivery together (docs/benchmarks.md). The wire format is the same.
-        if self.has_bad_headers():
-            raise BadHeaderError("a header value contains a line break")
+        if headers is None:
+            if self.has_bad_headers():
+                raise BadHeaderError("a header value contains a line break")
+            headers = {name: _encoded(value) for name, value in self.all_headers().items()}
         text = MIMEText(self.body or "", "plain", "utf-8")
         message: Message
         if self.html:
@@ -176,9 +219,14 @@ class OutboxMail(flask_mail.Message):
             message.attach(MIMEText(self.html, "html", "utf-8"))
         else:
             message = text
-        for name, value in self.all_headers().items():
-            message[name] = value if value.isascii() else Header(value, "utf-8").encode()
+        for name, value in headers.items():
+            message[name] = value
         return message
+
+
+def _encoded(value: str) -> str:
+    """A header value as written: RFC 2047 encoded words when it is not ASCII."""
+    return value if value.isascii() else Header(value, "utf-8").encode()
 
 
 def build(row: OutboxMessage, rendered: Rendered) -> OutboxMail:
@@ -210,6 +258,7 @@ def sender_domain() -> str:
         return "localhost"
 
 
+@lru_cache(maxsize=16)  # one sender, normally: parsing it cost as much as a template
 def _sender(sender: str | tuple[str, str]) -> str:
     if isinstance(sender, tuple):
         return _format_address(*sender)

@@ -6,31 +6,30 @@ reused SMTP connection, and marks each row sent in its own short transaction, so
 * two workers never send the same row (the claim is an atomic conditional UPDATE, with
   ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so workers don't queue behind each other);
 * a worker killed mid-batch loses nothing: its lease expires and the rows go out again,
-  with the same Message-ID (at-least-once; at most the message in flight is repeated);
+  with the same Message-ID (at-least-once; at most the message in flight is repeated, one per
+  SMTP connection when the worker sends over several, see ``worker.py``);
 * temporary failures back off exponentially, permanent ones are recorded and never retried.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import socket
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import joinedload
+from sqlalchemy import Connection, or_, select, update
+from sqlalchemy.orm import Session, joinedload
 
 from .. import addresses
 from ..extensions import db
 from ..models import Contact, OutboxMessage, OutboxStatus, utcnow
 from . import messages
 from .builders import SkipMessage
+from .caps import HourlyCaps
+from .results import finish as _finish  # outbox._finish: the E4 tests stop a worker there
 from .transport import Outcome, SMTPConnection, classify
 
 
@@ -102,37 +101,19 @@ def claim(worker: str, limit: int, lease: timedelta) -> list[OutboxMessage]:
     db.session.commit()
     if not ids:
         return []
-    rows = db.session.scalars(
-        select(OutboxMessage)
-        .options(joinedload(OutboxMessage.contact))
-        .where(OutboxMessage.id.in_(ids))
-        .order_by(OutboxMessage.id)
-    ).all()
-    # Detached, the rows are not expired by the per-message commits below (which would
-    # reload each of them); the worker only reads them.
-    for row in rows:
-        if row.contact is not None and row.contact in db.session:
-            db.session.expunge(row.contact)
-        db.session.expunge(row)
-    db.session.commit()  # end the read transaction: never idle inside one while sending
+    # Read in a session of its own, closed at once: that ends the read transaction (never
+    # idle inside one while sending) and detaches the rows and their contacts in one go
+    # (expunging them one by one walked every row's cascades). Detached, the rows are not
+    # expired by the per-message commits of the batch, which would reload each of them; the
+    # worker only reads them.
+    with Session(db.session.get_bind()) as reader:
+        rows = reader.scalars(
+            select(OutboxMessage)
+            .options(joinedload(OutboxMessage.contact))
+            .where(OutboxMessage.id.in_(ids))
+            .order_by(OutboxMessage.id)
+        ).all()
     return list(rows)
-
-
-_OUTBOX = OutboxMessage.__table__
-
-
-def _finish(row_id: int, worker: str, **values: Any) -> None:
-    """Record the result of one row, only if our lease still holds it.
-
-    A Core UPDATE on the table: the ORM's bulk-update machinery cost about a millisecond per
-    message here, as much as the SMTP exchange itself.
-    """
-    db.session.execute(
-        update(_OUTBOX)
-        .where(_OUTBOX.c.id == row_id, _OUTBOX.c.locked_by == worker)
-        .values(locked_by=None, locked_until=None, **values)
-    )
-    db.session.commit()
 
 
 def _backoff(attempts: int) -> timedelta:
@@ -191,7 +172,50 @@ def deliver(
     connection: SMTPConnection | None,
     lease_ends: Callable[[], bool],
 ) -> tuple[BatchReport, SMTPConnection | None]:
-    """Send ``rows`` over ``connection`` (opened on first use); return it for reuse."""
+    """Send ``rows`` over ``connection`` (opened on first use); return it for reuse.
+
+    The "sent" marks, one per message, are written over one database connection held for the
+    batch: giving the session's connection back to the pool after every commit cost a checkout
+    and a pre-ping round trip per message. It runs in autocommit, so each mark is one UPDATE
+    that is its own transaction, committed when the statement ends (as durable as before),
+    without BEGIN and COMMIT round trips on PostgreSQL, and without holding SQLite's write lock
+    from the UPDATE until a later COMMIT while another sender thread runs. The rarer results
+    (failures, retries, holds) go through the session as before.
+    """
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as sent_marks:
+        asynchronous = (
+            sent_marks.dialect.name == "postgresql" and current_app.config["OUTBOX_ASYNC_COMMIT"]
+        )
+        if asynchronous:
+            # OUTBOX_ASYNC_COMMIT: PostgreSQL confirms these commits before their WAL is
+            # flushed to disk. A worker crash loses nothing (the commit is in the server's WAL
+            # buffers, written within 3 x wal_writer_delay), so E4 still holds; a crash of the
+            # database server itself can lose the marks of that last fraction of a second, and
+            # those rows, still pending under an expired lease, are sent again with their
+            # Message-IDs: duplicates, never a lost email. Only this connection is affected.
+            sent_marks.exec_driver_sql("SET synchronous_commit TO off")
+        try:
+            return _deliver(rows, worker, connection, lease_ends, sent_marks)
+        finally:
+            if asynchronous:
+                _reset_synchronous_commit(sent_marks)
+
+
+def _reset_synchronous_commit(connection: Connection) -> None:
+    """Put the server default back before the connection returns to the pool."""
+    try:
+        connection.exec_driver_sql("RESET synchronous_commit")
+    except Exception:  # a broken connection: the pool must not hand it out again
+        connection.invalidate()
+
+
+def _deliver(
+    rows: Sequence[OutboxMessage],
+    worker: str,
+    connection: SMTPConnection | None,
+    lease_ends: Callable[[], bool],
+    sent_marks: Connection,
+) -> tuple[BatchReport, SMTPConnection | None]:
     report = BatchReport(claimed=len(rows))
     caps = HourlyCaps.load(rows)
     for index, row in enumerate(rows):
@@ -201,7 +225,12 @@ def deliver(
             _release(rows[index:], worker)
             break
         if _bounced_out(row):
-            _finish(row.id, worker, status=OutboxStatus.FAILED, last_error="hard bounce limit")
+            _finish(
+                row.id,
+                worker,
+                status=OutboxStatus.FAILED,
+                last_error="hard bounce limit",
+            )
             report.failed += 1
             continue
         if caps.hold(row):
@@ -211,8 +240,14 @@ def deliver(
             continue
         try:
             message = messages.build(row, messages.render(row))
+            raw = message.as_bytes()  # a bad header is refused here, before the SMTP exchange
         except SkipMessage as exc:
-            _finish(row.id, worker, status=OutboxStatus.CANCELLED, last_error=str(exc))
+            _finish(
+                row.id,
+                worker,
+                status=OutboxStatus.CANCELLED,
+                last_error=str(exc),
+            )
             report.cancelled += 1
             continue
         except messages.BadHeaderError as exc:
@@ -223,7 +258,7 @@ def deliver(
             if connection is None:
                 connection = SMTPConnection()
                 connection.host = connection.configure_host()
-            connection.send(message)
+            connection.deliver(message, raw)
         except Exception as exc:  # classify() re-raises anything that is not a mail error
             outcome, error = classify(exc)
             report.errors.append(error)
@@ -250,13 +285,14 @@ def deliver(
                 for rest in rows[index + 1 :]:
                     _retry_or_give_up(rest, worker, error)
                     report.retried += 1
-                _close(connection)
+                close_smtp(connection)
                 return report, None
             continue
         caps.count(row)
         _finish(
             row.id,
             worker,
+            connection=sent_marks,
             status=OutboxStatus.SENT,
             sent_at=utcnow(),
             attempts=row.attempts + 1,
@@ -264,86 +300,6 @@ def deliver(
         )
         report.sent += 1
     return report, connection
-
-
-#: Categories whose emails are throttled per hour: (overall cap, per-domain cap) settings.
-CAPPED = {
-    "confirmation": ("CONFIRMATION_HOURLY_CAP", "CONFIRMATION_HOURLY_CAP_PER_DOMAIN"),
-    "repermission": ("REPERMISSION_HOURLY_CAP", "REPERMISSION_HOURLY_CAP_PER_DOMAIN"),
-}
-
-
-@dataclass
-class _Cap:
-    total_cap: int
-    domain_cap: int
-    sent_total: int = 0
-    sent_by_domain: dict[str, int] = field(default_factory=dict)
-
-    def add(self, address: str) -> None:
-        self.sent_total += 1
-        domain = _domain(address)
-        self.sent_by_domain[domain] = self.sent_by_domain.get(domain, 0) + 1
-
-    def full(self, address: str) -> bool:
-        return self.sent_total >= self.total_cap or (
-            self.sent_by_domain.get(_domain(address), 0) >= self.domain_cap
-        )
-
-
-@dataclass
-class HourlyCaps:
-    """Circuit breaker for confirmation and permission emails (catalogue C10, H1).
-
-    A flood of signups from many addresses and IPs passes every per-IP and per-address limit,
-    and a 20,000-row event list would otherwise leave in one burst; this caps what actually
-    leaves per hour, globally and per recipient domain. Rows over the cap stay in the outbox
-    and go out when the hour has room again.
-    """
-
-    caps: dict[str, _Cap]
-    retry_after: timedelta = timedelta(minutes=5)
-
-    @classmethod
-    def load(cls, rows: Sequence[OutboxMessage]) -> HourlyCaps:
-        config = current_app.config
-        present = {row.category for row in rows} & set(CAPPED)
-        caps = {
-            category: _Cap(int(config[CAPPED[category][0]]), int(config[CAPPED[category][1]]))
-            for category in present
-        }
-        if caps:
-            since = utcnow() - timedelta(hours=1)
-            sent = db.session.execute(
-                select(OutboxMessage.category, OutboxMessage.to_address).where(
-                    OutboxMessage.category.in_(present),
-                    OutboxMessage.status == OutboxStatus.SENT,
-                    OutboxMessage.sent_at > since,
-                )
-            )
-            for category, address in sent:
-                caps[category].add(address)
-            db.session.commit()
-        return cls(caps)
-
-    def hold(self, row: OutboxMessage) -> bool:
-        cap = self.caps.get(row.category)
-        if cap is None or not cap.full(row.to_address):
-            return False
-        current_app.logger.warning(
-            "%s email cap reached (%d/h overall, %d/h per domain): holding %s",
-            row.category, cap.total_cap, cap.domain_cap, row.id,
-        )  # fmt: skip
-        return True
-
-    def count(self, row: OutboxMessage) -> None:
-        cap = self.caps.get(row.category)
-        if cap is not None:
-            cap.add(row.to_address)
-
-
-def _domain(address: str) -> str:
-    return address.rpartition("@")[2]
 
 
 def _release(rows: Sequence[OutboxMessage], worker: str) -> None:
@@ -355,84 +311,10 @@ def _release(rows: Sequence[OutboxMessage], worker: str) -> None:
     db.session.commit()
 
 
-def _close(connection: SMTPConnection | None) -> None:
+def close_smtp(connection: SMTPConnection | None) -> None:
+    """Say QUIT (or just close a broken connection); None is fine."""
     if connection is not None:
         connection.__exit__(None, None, None)
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{random.randrange(1 << 16):04x}"  # noqa: S311
-
-
-class Worker:
-    """Runs the outbox until stopped (SIGINT/SIGTERM finish the message in flight first)."""
-
-    def __init__(
-        self,
-        batch_size: int | None = None,
-        poll_interval: float | None = None,
-        name: str | None = None,
-    ) -> None:
-        config = current_app.config
-        self.name = name or worker_name()
-        self.batch_size = batch_size or int(config["OUTBOX_BATCH_SIZE"])
-        self.poll_interval = (
-            poll_interval if poll_interval is not None else float(config["OUTBOX_POLL_INTERVAL"])
-        )
-        timeout = float(config["MAIL_TIMEOUT"])
-        # Every SMTP step is bounded by the timeout; allow a few per message, plus margin.
-        self.per_message = timedelta(seconds=timeout * 4)
-        self.lease = self.per_message * self.batch_size + timedelta(seconds=60)
-        self.stopping = False
-        self.total = BatchReport()
-        #: Other queued work run between batches (the CLI adds the import jobs).
-        self.side_jobs: list[Callable[[], object]] = []
-
-    def stop(self, *_: object) -> None:
-        self.stopping = True
-
-    def run(
-        self, once: bool = False, on_batch: Callable[[BatchReport], None] | None = None
-    ) -> BatchReport:
-        """Process batches; with ``once``, stop when nothing is due any more."""
-        if not once:
-            signal.signal(signal.SIGTERM, self.stop)
-            signal.signal(signal.SIGINT, self.stop)
-        connection: SMTPConnection | None = None
-        try:
-            while not self.stopping:
-                for job in self.side_jobs:
-                    job()
-                rows = claim(self.name, self.batch_size, self.lease)
-                if not rows:
-                    _close(connection)
-                    connection = None
-                    if once:
-                        break
-                    time.sleep(self.poll_interval)
-                    continue
-                deadline = utcnow() + self.lease - self.per_message
-                report, connection = deliver(
-                    rows, self.name, connection, lease_ends=lambda d=deadline: utcnow() >= d
-                )
-                self._add(report)
-                if on_batch:
-                    on_batch(report)
-                if once and not (report.sent or report.failed or report.cancelled):
-                    break  # only retries or held rows left, all scheduled for later
-        finally:
-            _close(connection)
-            db.session.rollback()
-        return self.total
-
-    def _add(self, report: BatchReport) -> None:
-        self.total.claimed += report.claimed
-        self.total.sent += report.sent
-        self.total.retried += report.retried
-        self.total.failed += report.failed
-        self.total.held += report.held
-        self.total.cancelled += report.cancelled
-        self.total.errors.extend(report.errors)
 
 
 def counts() -> dict[str, int]:
@@ -453,3 +335,13 @@ def counts() -> dict[str, int]:
     result["due"] = due or 0
     db.session.rollback()
     return result
+
+
+def __getattr__(name: str) -> Any:
+    # The worker loop lives in worker.py, which imports this module; ``outbox.Worker`` and
+    # ``outbox.worker_name`` still work for the CLI, the tests and the benchmark.
+    if name in ("Worker", "worker_name"):
+        from . import worker
+
+        return getattr(worker, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
