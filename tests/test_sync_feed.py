@@ -205,19 +205,30 @@ def test_l2_erasure_reaches_the_list_as_a_tombstone_with_only_id_and_address(app
     assert "first_name" not in tombstone and "Jan" not in json.dumps(tombstone)
 
 
-def test_l2_bounced_out_addresses_are_removed_through_the_feed(app, client):
+def test_l2_bounced_out_addresses_are_removed_through_the_feed(app, client, smtp):
+    """A real SMTP 550, OUTBOX_HARD_BOUNCE_LIMIT times: the list learns and the snapshot drops it."""
+    from conftest import run_worker
+    from test_outbox import queue
+
     secret = new_token(app)
     confirmed(app, "gone@example.be")
-    with app.app_context():
-        from preference_center.models import ChangeKind, Contact
-        from preference_center.services import changes
-
-        contact = db.session.get(Contact, contact_id(app, "gone@example.be"))
-        changes.record(ChangeKind.BOUNCED, contact, None)
-        db.session.commit()
+    confirmed(app, "stays@example.be")
+    run_worker(app)  # the welcome emails
+    smtp.handler.rcpt_replies["gone@example.be"] = "550 5.1.1 No such user"
+    for _ in range(app.config["OUTBOX_HARD_BOUNCE_LIMIT"]):
+        queue(app, "gone@example.be", contact_id=contact_id(app, "gone@example.be"))
+        run_worker(app)
     items, _ = read_all(client, secret)
-    assert [i["type"] for i in items] == ["subscribed", "bounced"]
-    assert items[1]["email"] == "gone@example.be"
+    assert [(i["type"], i["email"]) for i in items] == [
+        ("subscribed", "gone@example.be"),
+        ("subscribed", "stays@example.be"),
+        ("bounced", "gone@example.be"),
+    ]
+    assert items[-1]["topic"] == "newsletter"
+    snapshot = client.get("/api/v1/subscribers?topic=newsletter", headers=bearer(secret))
+    assert [json.loads(line)["email"] for line in snapshot.get_data(as_text=True).splitlines()] == [
+        "stays@example.be"
+    ]
 
 
 def test_erased_addresses_leave_tombstones_only_once_every_consumer_read_past_them(app, client):

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, joinedload
 from .. import addresses
 from ..extensions import db
 from ..models import Contact, OutboxMessage, OutboxStatus, utcnow
+from ..services import changes
 from . import messages
 from .builders import SkipMessage
 from .caps import HourlyCaps
@@ -152,11 +153,15 @@ def _retry_or_give_up(row: OutboxMessage, worker: str, error: str) -> bool:
 
 def _record_hard_bounce(row: OutboxMessage) -> None:
     if row.contact_id is not None:
-        db.session.execute(
+        bounces = db.session.scalar(
             update(Contact)
             .where(Contact.id == row.contact_id)
             .values(hard_bounces=Contact.hard_bounces + 1)
+            .returning(Contact.hard_bounces)
         )
+        # At the limit the address is dead for us: the mailing list must drop it too (L2).
+        if bounces == int(current_app.config["OUTBOX_HARD_BOUNCE_LIMIT"]):
+            changes.record_bounce(row.contact_id)
         db.session.commit()
 
 
