@@ -43,6 +43,16 @@ from ..models import (
 )
 from . import changes
 
+# The confirmation has a module of its own; these names stay reachable from here, where the
+# other steps of the double opt-in live.
+from .confirmation import ConfirmResult as ConfirmResult
+from .confirmation import RequestExpired as RequestExpired
+from .confirmation import RequestNotFound as RequestNotFound
+from .confirmation import confirm as confirm
+from .confirmation import describe as describe
+from .confirmation import find_request
+from .confirmation import subscribed_topics as subscribed_topics
+
 
 @dataclass(frozen=True, slots=True)
 class Client:
@@ -59,18 +69,6 @@ class UnknownTopic(ValueError):
     """A topic that does not exist or is not public was asked for (catalogue C7)."""
 
 
-class RequestNotFound(LookupError):
-    """The link's request no longer exists (purged, or never did)."""
-
-
-class RequestExpired(Exception):
-    """The request's deadline passed; a fresh link can be sent (A2, A9)."""
-
-    def __init__(self, request: SignupRequest) -> None:
-        super().__init__("request expired")
-        self.request = request
-
-
 class Outcome(enum.Enum):
     """What a signup did. The visitor sees the same page whatever it is (C3, C4)."""
 
@@ -78,16 +76,6 @@ class Outcome(enum.Enum):
     ALREADY_SUBSCRIBED = "already-subscribed"
     THROTTLED = "throttled"
     BLOCKED = "blocked"
-
-
-@dataclass(frozen=True)
-class ConfirmResult:
-    """The state after a confirmation attempt, for the page that shows it."""
-
-    state: RequestStatus  # CONFIRMED now or before, or CANCELLED (an unsubscribe came first)
-    newly_confirmed: bool
-    contact: Contact
-    topics: list[Topic]
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -287,112 +275,6 @@ def request_subscription(
         )
     db.session.commit()
     return Outcome.EMAILED
-
-
-def find_request(public_id: str) -> SignupRequest:
-    request = db.session.scalar(select(SignupRequest).where(SignupRequest.public_id == public_id))
-    if request is None:
-        raise RequestNotFound(public_id)
-    return request
-
-
-def topics_of(request: SignupRequest) -> list[Topic]:
-    if not request.topic_ids:
-        return []
-    found = db.session.scalars(select(Topic).where(Topic.id.in_(request.topic_ids))).all()
-    return sorted(found, key=lambda t: (t.position, t.id))
-
-
-def subscribed_topics(contact_id: int, among: list[Topic]) -> list[Topic]:
-    """Which of ``among`` the contact is subscribed to right now."""
-    ids = set(
-        db.session.scalars(
-            select(Subscription.topic_id).where(
-                Subscription.contact_id == contact_id,
-                Subscription.status == SubscriptionStatus.SUBSCRIBED,
-            )
-        )
-    )
-    return [t for t in among if t.id in ids]
-
-
-def describe(public_id: str) -> ConfirmResult:
-    """What a confirmation link would confirm, without changing anything (the GET, B1)."""
-    request = find_request(public_id)
-    if request.status is RequestStatus.PENDING and request.expires_at <= utcnow():
-        raise RequestExpired(request)
-    return ConfirmResult(request.status, False, request.contact, topics_of(request))
-
-
-def confirm(public_id: str, client: Client) -> ConfirmResult:
-    """Turn a pending request into subscriptions, once; a repeat shows the state (A7, A8)."""
-    request = find_request(public_id)
-    lock_contact(request.contact_id)
-    request = db.session.get(SignupRequest, request.id, populate_existing=True)
-    if request is None:  # purged while we waited for the lock
-        db.session.rollback()
-        raise RequestNotFound(public_id)
-    contact = db.session.get(Contact, request.contact_id, populate_existing=True)
-    topics = topics_of(request)
-    now = utcnow()
-
-    if request.status is not RequestStatus.PENDING:
-        db.session.commit()
-        return ConfirmResult(request.status, False, contact, topics)
-    if request.expires_at <= now:
-        db.session.commit()
-        raise RequestExpired(request)
-
-    request.status = RequestStatus.CONFIRMED
-    request.confirmed_at = now
-    if request.import_batch_id is not None:
-        from .repermission import record_confirmation  # imports are a later layer
-
-        record_confirmation(request)
-    if request.first_name:
-        contact.first_name = request.first_name
-    contact.language = request.language
-    text = request.consent_text
-    existing = {
-        s.topic_id: s
-        for s in db.session.scalars(
-            select(Subscription).where(Subscription.contact_id == contact.id)
-        )
-    }
-    for topic in topics:
-        subscription = existing.get(topic.id)
-        if subscription is None:
-            subscription = Subscription(contact=contact, topic=topic)
-            db.session.add(subscription)
-        subscription.status = SubscriptionStatus.SUBSCRIBED
-        subscription.confirmed_at = now
-        subscription.unsubscribed_at = None
-        changes.record(ChangeKind.SUBSCRIBED, contact, topic)
-        record_event(
-            ConsentAction.CONFIRMED,
-            contact,
-            topic,
-            channel=request.channel,
-            client=client,
-            language=request.language,
-            text=text,
-            request=request,
-        )
-    # A fresh, explicit confirmation is the only thing that lifts a suppression (C11, K4).
-    suppression.lift(contact.email)
-    contact.prefs_version += 1
-    # One welcome email, with the person's own preference link and one-click unsubscribe.
-    outbox.enqueue(
-        "welcome",
-        address_of(contact),
-        contact.language,
-        to_name=contact.first_name,
-        context={"contact": contact.public_id, "topics": [t.id for t in topics]},
-        contact=contact,
-        category="marketing",
-    )
-    db.session.commit()
-    return ConfirmResult(RequestStatus.CONFIRMED, True, contact, topics)
 
 
 def not_me(public_id: str) -> None:

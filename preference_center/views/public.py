@@ -219,7 +219,7 @@ def confirm(token: str) -> Any:
     except subscriptions.RequestNotFound:
         abort(_invalid_page())
     except subscriptions.RequestExpired as exc:
-        abort(_expired_page({"r": exc.request.public_id}))
+        abort(_expired_page({"r": exc.public_id}))
     remember_subscriber_language(state.contact.language)
     if state.state is not RequestStatus.PENDING:
         return _state_page(state)
@@ -242,7 +242,7 @@ def confirm_post(token: str) -> Any:
     except subscriptions.RequestNotFound:
         abort(_invalid_page())
     except subscriptions.RequestExpired as exc:
-        abort(_expired_page({"r": exc.request.public_id}))
+        abort(_expired_page({"r": exc.public_id}))
     remember_subscriber_language(result.contact.language)
     return _state_page(result)
 

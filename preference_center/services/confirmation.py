@@ -1,0 +1,383 @@
+"""Confirming a signup: the click that turns a pending request into subscriptions.
+
+This is the busiest write of the service (every subscriber passes here once), so it is written
+with Core statements on the tables rather than through the ORM's unit of work: each write is
+one statement, several rows are one ``executemany``, and nothing is loaded only to be flushed
+back. The rules are those of every use case (see subscriptions.py): the person's contact row
+is locked first, everything is one transaction, and the consent ledger, the change feed and
+the welcome email are written with the state change they belong to, so a crash can never leave
+a confirmed subscriber without proof (K6) or the mailing list without the news.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Row, String, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .. import addresses, suppression
+from ..extensions import db
+from ..mail import messages
+from ..models import (
+    ChangeKind,
+    ConsentAction,
+    ConsentEvent,
+    ConsentText,
+    Contact,
+    OutboxMessage,
+    RequestStatus,
+    SignupRequest,
+    SubscriberChange,
+    Subscription,
+    SubscriptionStatus,
+    Topic,
+    UTCDateTime,
+    utcnow,
+)
+
+if TYPE_CHECKING:  # annotations only: subscriptions.py imports this module
+    from .subscriptions import Client
+
+_CONTACT = Contact.__table__
+_REQUEST = SignupRequest.__table__
+_SUBSCRIPTION = Subscription.__table__
+_EVENT = ConsentEvent.__table__
+_CHANGE = SubscriberChange.__table__
+_OUTBOX = OutboxMessage.__table__
+_TEXT = ConsentText.__table__
+
+
+class RequestNotFound(LookupError):
+    """The link's request no longer exists (purged, or never did)."""
+
+
+class RequestExpired(Exception):
+    """The request's deadline passed; a fresh link can be sent (A2, A9)."""
+
+    def __init__(self, public_id: str) -> None:
+        super().__init__("request expired")
+        self.public_id = public_id
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContact:
+    """The person a confirmation link is about, as the confirmation pages show them."""
+
+    id: int
+    public_id: str
+    email: str
+    email_display: str
+    language: str
+    first_name: str | None
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    """The state after a confirmation attempt, for the page that shows it."""
+
+    state: RequestStatus  # CONFIRMED now or before, or CANCELLED (an unsubscribe came first)
+    newly_confirmed: bool
+    contact: RequestContact
+    topics: list[Topic]
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def find_request(public_id: str) -> SignupRequest:
+    """The request as an ORM object, for the pages that need more than the confirmation."""
+    request = db.session.scalar(select(SignupRequest).where(SignupRequest.public_id == public_id))
+    if request is None:
+        raise RequestNotFound(public_id)
+    return request
+
+
+#: Built once: composing a statement costs more than running it on a page this busy.
+_TOPICS = select(Topic).where(Topic.id.in_(bindparam("topic_ids", expanding=True)))
+
+
+def topics_of(topic_ids: Sequence[int] | None) -> list[Topic]:
+    """The topics of a request, in their display order."""
+    if not topic_ids:
+        return []
+    found = db.session.scalars(_TOPICS, {"topic_ids": list(topic_ids)}).all()
+    return sorted(found, key=lambda t: (t.position, t.id))
+
+
+def subscribed_topics(contact_id: int, among: list[Topic]) -> list[Topic]:
+    """Which of ``among`` the contact is subscribed to right now."""
+    ids = set(
+        db.session.scalars(
+            select(Subscription.topic_id).where(
+                Subscription.contact_id == contact_id,
+                Subscription.status == SubscriptionStatus.SUBSCRIBED,
+            )
+        )
+    )
+    return [t for t in among if t.id in ids]
+
+
+_CONTACT_COLUMNS = (
+    _CONTACT.c.id,
+    _CONTACT.c.public_id,
+    _CONTACT.c.email,
+    _CONTACT.c.email_display,
+    _CONTACT.c.language,
+    _CONTACT.c.first_name,
+)
+
+#: The request and its person in one statement (the confirmation page, and a repeated click).
+_READ = select(
+    _REQUEST.c.status, _REQUEST.c.expires_at, _REQUEST.c.topic_ids, *_CONTACT_COLUMNS
+).join_from(_REQUEST, _CONTACT, _REQUEST.c.contact_id == _CONTACT.c.id)
+
+
+def _contact(row: Row[Any]) -> RequestContact:
+    return RequestContact(
+        row.id, row.public_id, row.email, row.email_display, row.language, row.first_name
+    )
+
+
+def describe(public_id: str) -> ConfirmResult:
+    """What a confirmation link would confirm, without changing anything (the GET, B1)."""
+    row = db.session.execute(_READ.where(_REQUEST.c.public_id == public_id)).one_or_none()
+    if row is None:
+        raise RequestNotFound(public_id)
+    if row.status is RequestStatus.PENDING and row.expires_at <= utcnow():
+        raise RequestExpired(public_id)
+    return ConfirmResult(row.status, False, _contact(row), topics_of(row.topic_ids))
+
+
+# --- confirming -----------------------------------------------------------------------------
+
+#: The lock of subscriptions.lock_contact (an UPDATE that changes nothing), reaching the contact
+#: through its request's public id, and returning what the page and the writes need: one
+#: statement where finding the request, locking and reading the contact took three.
+_LOCK = (
+    update(_CONTACT)
+    .where(
+        _CONTACT.c.id
+        == select(_REQUEST.c.contact_id)
+        .where(_REQUEST.c.public_id == bindparam("link_id"))
+        .scalar_subquery()
+    )
+    .values(hard_bounces=_CONTACT.c.hard_bounces)
+    .returning(*_CONTACT_COLUMNS)
+)
+
+#: The moment of the confirmation, compared with the deadline and stored (UTC, see UTCDateTime).
+_NOW = bindparam("now", type_=UTCDateTime())
+
+#: Only a pending request that has not expired is confirmed; the conditions are checked by the
+#: UPDATE itself, under the contact's lock, so a second click finds nothing to change (A7).
+_MARK_CONFIRMED = (
+    update(_REQUEST)
+    .where(
+        _REQUEST.c.public_id == bindparam("link_id"),
+        _REQUEST.c.status == RequestStatus.PENDING,
+        _REQUEST.c.expires_at > _NOW,
+    )
+    .values(status=RequestStatus.CONFIRMED, confirmed_at=_NOW)
+    .returning(
+        _REQUEST.c.id,
+        _REQUEST.c.topic_ids,
+        _REQUEST.c.language,
+        _REQUEST.c.first_name,
+        _REQUEST.c.channel,
+        _REQUEST.c.import_batch_id,
+        _REQUEST.c.consent_text_id,
+    )
+)
+
+#: The person's name (if the form gave one) and language become the request's; their
+#: preferences change, so a preference page opened before is stale (F3).
+_UPDATE_CONTACT = (
+    update(_CONTACT)
+    .where(_CONTACT.c.id == bindparam("contact_id"))
+    .values(
+        first_name=func.coalesce(
+            bindparam("new_first_name", type_=String()), _CONTACT.c.first_name
+        ),
+        language=bindparam("new_language"),
+        prefs_version=_CONTACT.c.prefs_version + 1,
+    )
+)
+
+#: One ledger entry per topic, with the hash of the exact text the person agreed to (K6).
+_RECORD_CONFIRMED = insert(_EVENT).values(
+    action=ConsentAction.CONFIRMED,
+    consent_text_sha256=select(_TEXT.c.sha256)
+    .where(_TEXT.c.id == bindparam("text_id"))
+    .scalar_subquery(),
+)
+
+#: The same feed entry as changes.record(ChangeKind.SUBSCRIBED, contact, topic), per topic.
+_RECORD_SUBSCRIBED = insert(_CHANGE).values(kind=ChangeKind.SUBSCRIBED, email=None)
+
+
+def _subscribe_statement(dialect: str) -> Any:
+    """Subscribe to a topic, or subscribe again: a row that exists is updated in place.
+
+    ``version`` goes up as the ORM's optimistic lock would raise it, and ``updated_at`` is set
+    here because an ON CONFLICT update does not apply the column's ``onupdate``.
+    """
+    statement = (postgresql if dialect == "postgresql" else sqlite).insert(_SUBSCRIPTION)
+    return statement.on_conflict_do_update(
+        index_elements=[_SUBSCRIPTION.c.contact_id, _SUBSCRIPTION.c.topic_id],
+        set_={
+            "status": statement.excluded.status,
+            "confirmed_at": statement.excluded.confirmed_at,
+            "unsubscribed_at": None,
+            "updated_at": statement.excluded.updated_at,
+            "version": _SUBSCRIPTION.c.version + 1,
+        },
+    )
+
+
+_SUBSCRIBE = {dialect: _subscribe_statement(dialect) for dialect in ("postgresql", "sqlite")}
+
+
+def confirm(public_id: str, client: Client) -> ConfirmResult:
+    """Turn a pending request into subscriptions, once; a repeat shows the state (A7, A8)."""
+    locked = db.session.execute(_LOCK, {"link_id": public_id}).one_or_none()
+    if locked is None:
+        db.session.rollback()
+        raise RequestNotFound(public_id)
+    contact = _contact(locked)
+    now = utcnow()
+    request = db.session.execute(_MARK_CONFIRMED, {"link_id": public_id, "now": now}).one_or_none()
+    if request is None:
+        return _not_confirmed(public_id, contact, now)
+
+    topics = topics_of(request.topic_ids)
+    if request.import_batch_id is not None:
+        from .repermission import record_confirmation  # imports are a later layer
+
+        record_confirmation(db.session.get(SignupRequest, request.id))
+    db.session.execute(
+        _UPDATE_CONTACT,
+        {
+            "contact_id": contact.id,
+            "new_first_name": request.first_name,
+            "new_language": request.language,
+        },
+    )
+    if topics:
+        _subscribe(contact, topics, request, client, now)
+    # A fresh, explicit confirmation is the only thing that lifts a suppression (C11, K4).
+    suppression.lift(contact.email)
+    _queue_welcome(contact, request, topics)
+    _commit_keeping(topics)
+    confirmed = RequestContact(
+        contact.id,
+        contact.public_id,
+        contact.email,
+        contact.email_display,
+        request.language,
+        request.first_name or contact.first_name,
+    )
+    return ConfirmResult(RequestStatus.CONFIRMED, True, confirmed, topics)
+
+
+def _not_confirmed(public_id: str, contact: RequestContact, now: datetime) -> ConfirmResult:
+    """A request that was confirmed, cancelled, purged or expired: nothing changes."""
+    row = db.session.execute(
+        select(_REQUEST.c.status, _REQUEST.c.expires_at, _REQUEST.c.topic_ids).where(
+            _REQUEST.c.public_id == public_id
+        )
+    ).one_or_none()
+    if row is None:  # purged while we waited for the lock
+        db.session.rollback()
+        raise RequestNotFound(public_id)
+    if row.status is RequestStatus.PENDING:  # still pending, so past its deadline
+        db.session.commit()
+        raise RequestExpired(public_id)
+    topics = topics_of(row.topic_ids)
+    _commit_keeping(topics)
+    return ConfirmResult(row.status, False, contact, topics)
+
+
+def _subscribe(
+    contact: RequestContact,
+    topics: list[Topic],
+    request: Row[Any],
+    client: Client,
+    now: datetime,
+) -> None:
+    """The subscriptions, their ledger entries and their change-feed entries, one per topic."""
+    dialect = db.session.get_bind().dialect.name
+    db.session.execute(
+        _SUBSCRIBE["postgresql" if dialect == "postgresql" else "sqlite"],
+        [
+            {
+                "contact_id": contact.id,
+                "topic_id": topic.id,
+                "status": SubscriptionStatus.SUBSCRIBED,
+                "confirmed_at": now,
+                "unsubscribed_at": None,
+            }
+            for topic in topics
+        ],
+    )
+    user_agent = client.ua()
+    db.session.execute(
+        _RECORD_CONFIRMED,
+        [
+            {
+                "contact_id": contact.id,
+                "topic_id": topic.id,
+                "channel": request.channel,
+                "ip": client.ip,
+                "user_agent": user_agent,
+                "language": request.language,
+                "consent_text_id": request.consent_text_id,
+                "text_id": request.consent_text_id,
+                "message_id": None,
+                "request_id": request.id,
+                "import_batch_id": request.import_batch_id,
+            }
+            for topic in topics
+        ],
+    )
+    db.session.execute(
+        _RECORD_SUBSCRIBED,
+        [{"subscriber_id": contact.public_id, "topic_id": topic.id} for topic in topics],
+    )
+
+
+#: The row outbox.enqueue("welcome", ...) adds, as one INSERT without the ORM's unit of work.
+_QUEUE_WELCOME = insert(_OUTBOX).values(template="welcome", category="marketing")
+
+
+def _queue_welcome(contact: RequestContact, request: Row[Any], topics: list[Topic]) -> None:
+    """One welcome email, with the person's own preference link and one-click unsubscribe."""
+    first_name = request.first_name or contact.first_name
+    # What SMTP gets is the address with its domain in ASCII (IDNA); an address that is all
+    # ASCII already is that form, so only the others need email-validator again.
+    to_address = contact.email if contact.email.isascii() else addresses.parse(contact.email).ascii
+    db.session.execute(
+        _QUEUE_WELCOME,
+        {
+            "message_id": messages.new_message_id(),
+            "to_address": to_address,
+            "to_name": first_name[:100] if first_name else None,
+            "language": request.language,
+            "context": {"contact": contact.public_id, "topics": [t.id for t in topics]},
+            "contact_id": contact.id,
+        },
+    )
+
+
+def _commit_keeping(topics: list[Topic]) -> None:
+    """Commit, keeping the topics just read as they are for the page that shows them next.
+
+    Nothing here writes a topic. Left in the session, the commit would expire them and the page
+    would read them again, in a second transaction with a pool checkout of its own.
+    """
+    for topic in topics:
+        db.session.expunge(topic)
+    db.session.commit()
