@@ -31,13 +31,13 @@ from ..models import (
     OutboxMessage,
     RequestStatus,
     SignupRequest,
-    SubscriberChange,
     Subscription,
     SubscriptionStatus,
     Topic,
     UTCDateTime,
     utcnow,
 )
+from . import changes
 
 if TYPE_CHECKING:  # annotations only: subscriptions.py imports this module
     from .subscriptions import Client
@@ -46,7 +46,6 @@ _CONTACT = Contact.__table__
 _REQUEST = SignupRequest.__table__
 _SUBSCRIPTION = Subscription.__table__
 _EVENT = ConsentEvent.__table__
-_CHANGE = SubscriberChange.__table__
 _OUTBOX = OutboxMessage.__table__
 _TEXT = ConsentText.__table__
 
@@ -215,9 +214,6 @@ _RECORD_CONFIRMED = insert(_EVENT).values(
     .scalar_subquery(),
 )
 
-#: The same feed entry as changes.record(ChangeKind.SUBSCRIBED, contact, topic), per topic.
-_RECORD_SUBSCRIBED = insert(_CHANGE).values(kind=ChangeKind.SUBSCRIBED, email=None)
-
 
 def _subscribe_statement(dialect: str) -> Any:
     """Subscribe to a topic, or subscribe again: a row that exists is updated in place.
@@ -343,10 +339,7 @@ def _subscribe(
             for topic in topics
         ],
     )
-    db.session.execute(
-        _RECORD_SUBSCRIBED,
-        [{"subscriber_id": contact.public_id, "topic_id": topic.id} for topic in topics],
-    )
+    changes.record_topics(ChangeKind.SUBSCRIBED, contact.public_id, [t.id for t in topics])
 
 
 #: The row outbox.enqueue("welcome", ...) adds, as one INSERT without the ORM's unit of work.

@@ -7,7 +7,7 @@ a row and leaves every earlier record pointing at what was really displayed.
 from __future__ import annotations
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from ..config import SUPPORTED_LOCALES
 from ..extensions import db
@@ -44,14 +44,18 @@ class ConsentTextMissing(RuntimeError):
     """No consent text is published for a language: the signup form cannot be shown."""
 
 
+#: Built once: every signup and preference page runs it.
+_CURRENT = (
+    select(ConsentText)
+    .where(ConsentText.kind == bindparam("kind"), ConsentText.language == bindparam("language"))
+    .order_by(ConsentText.version.desc())
+    .limit(1)
+)
+
+
 def current(language: str, kind: str = SIGNUP) -> ConsentText:
     """The latest published text for ``language``."""
-    text = db.session.scalar(
-        select(ConsentText)
-        .where(ConsentText.kind == kind, ConsentText.language == language)
-        .order_by(ConsentText.version.desc())
-        .limit(1)
-    )
+    text = db.session.scalar(_CURRENT, {"kind": kind, "language": language})
     if text is None:
         raise ConsentTextMissing(
             f"no {kind} consent text in {language!r}: run `flask consent-texts seed`"

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import addresses, suppression
 from ..extensions import db
 from ..mail import outbox
 from ..models import (
-    ChangeKind,
     ConsentAction,
     ConsentEvent,
     ConsentText,
@@ -41,10 +40,9 @@ from ..models import (
     Topic,
     utcnow,
 )
-from . import changes
 
-# The confirmation has a module of its own; these names stay reachable from here, where the
-# other steps of the double opt-in live.
+# The confirmation and leaving have modules of their own; their names stay reachable from
+# here, where the other steps of the double opt-in live.
 from .confirmation import ConfirmResult as ConfirmResult
 from .confirmation import RequestExpired as RequestExpired
 from .confirmation import RequestNotFound as RequestNotFound
@@ -52,6 +50,7 @@ from .confirmation import confirm as confirm
 from .confirmation import describe as describe
 from .confirmation import find_request
 from .confirmation import subscribed_topics as subscribed_topics
+from .leaving import unsubscribe_all as unsubscribe_all
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +80,20 @@ class Outcome(enum.Enum):
 # --- helpers --------------------------------------------------------------------------------
 
 
+_CONTACT = Contact.__table__
+
+#: An UPDATE that changes nothing but takes the lock; on the table, not through the ORM,
+#: which has nothing in its session to keep in step with it.
+_LOCK = (
+    update(_CONTACT)
+    .where(_CONTACT.c.id == bindparam("contact"))
+    .values(hard_bounces=_CONTACT.c.hard_bounces)
+)
+
+
 def lock_contact(contact_id: int) -> None:
     """Serialise every use case about this contact (see the module docstring)."""
-    db.session.execute(
-        update(Contact)
-        .where(Contact.id == contact_id)
-        .values(hard_bounces=Contact.hard_bounces)
-        .execution_options(synchronize_session=False)
-    )
+    db.session.execute(_LOCK, {"contact": contact_id})
 
 
 def _upsert_contact(address: addresses.Address, language: str, source: ContactSource) -> int:
@@ -361,53 +366,3 @@ def resend_confirmation(public_id: str) -> bool:
     _queue_confirmation(request, contact, address_of(contact))
     db.session.commit()
     return True
-
-
-def unsubscribe_all(
-    contact_id: int, *, channel: str, client: Client, topic_ids: list[int] | None = None
-) -> int:
-    """Leave every topic (or only ``topic_ids``); returns how many topics were left.
-
-    Leaving everything also cancels every pending request, so an old confirmation link can
-    never undo an unsubscribe (A8, F2). Repeating it changes nothing (B2: idempotent).
-    """
-    lock_contact(contact_id)
-    contact = db.session.get(Contact, contact_id, populate_existing=True)
-    if contact is None:
-        db.session.rollback()
-        return 0
-    now = utcnow()
-    left = 0
-    query = select(Subscription).where(
-        Subscription.contact_id == contact_id,
-        Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
-    )
-    if topic_ids is not None:
-        query = query.where(Subscription.topic_id.in_(topic_ids))
-    for subscription in db.session.scalars(query).all():
-        subscription.status = SubscriptionStatus.UNSUBSCRIBED
-        subscription.unsubscribed_at = now
-        changes.record(ChangeKind.UNSUBSCRIBED, contact, subscription.topic)
-        record_event(
-            ConsentAction.WITHDRAWN,
-            contact,
-            subscription.topic,
-            channel=channel,
-            client=client,
-            language=contact.language,
-        )
-        left += 1
-    if topic_ids is None:
-        db.session.execute(
-            update(SignupRequest)
-            .where(
-                SignupRequest.contact_id == contact_id,
-                SignupRequest.status == RequestStatus.PENDING,
-            )
-            .values(status=RequestStatus.CANCELLED)
-            .execution_options(synchronize_session=False)
-        )
-    if left:
-        contact.prefs_version += 1
-    db.session.commit()
-    return left

@@ -40,7 +40,7 @@ from ..forms import (
 )
 from ..i18n import remember_subscriber_language, validated
 from ..models import ConsentAction, Contact, utcnow
-from ..services import consent, preferences, repermission, subscriptions
+from ..services import consent, leaving, preferences, repermission, subscriptions
 from .public import email_limit, failed_token_limit, token_limit
 
 bp = Blueprint("preferences", __name__)
@@ -198,7 +198,6 @@ def _render_page(
             consent_text=text,
             masked=addresses.mask(contact.email_display),
             email_form=EmailChangeForm(),
-            button=ButtonForm(),
             next=request.args.get("next", ""),
         ),
         status,
@@ -578,20 +577,20 @@ def one_click_post(token: str) -> Any:
     if request.form.to_dict(flat=False) != {"List-Unsubscribe": ["One-Click"]} or request.files:
         abort(400)
     payload = _unsubscribe_payload(token)
-    contact = _unsubscribe_contact(payload)
-    if contact is not None:
-        topic = payload.get("t")
-        subscriptions.unsubscribe_all(
-            contact.id,
+    subscriber, topic = payload.get("c"), payload.get("t")
+    leaver = None
+    if isinstance(subscriber, str):
+        leaver = leaving.unsubscribe_by_link(
+            subscriber,
             channel="one-click",
             client=_client(),
             topic_ids=[topic] if isinstance(topic, int) else None,
         )
-        remember_subscriber_language(contact.language)
+    manage_token = None
+    if leaver is not None:
+        remember_subscriber_language(leaver.language)
+        manage_token = tokens.make(tokens.Purpose.MANAGE, preferences.manage_payload(leaver))
     # 200, never a redirect (RFC 8058 §3.2), and the same page when repeated (idempotent).
-    manage_token = (
-        tokens.make(tokens.Purpose.MANAGE, preferences.manage_payload(contact)) if contact else None
-    )
     return _left_page(unsubscribe_token=token, manage_token=manage_token), 200
 
 

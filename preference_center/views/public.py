@@ -225,7 +225,6 @@ def confirm(token: str) -> Any:
         return _state_page(state)
     return render_template(
         "public/confirm.html",
-        form=ButtonForm(),
         masked=addresses.mask(state.contact.email_display),
         topics=state.topics,
     )
