@@ -33,14 +33,22 @@ def record_topics(kind: ChangeKind, subscriber_id: str, topic_ids: Iterable[int 
     """The entries ``record`` would add for these topics (None: the person, not a topic), as
     one statement in the caller's transaction, for the pages that must stay fast.
 
-    ``subscriber_id`` is the contact's ``public_id``. Never for an erasure: its tombstone
-    carries the address, which only ``record`` writes.
+    ``subscriber_id`` is the contact's ``public_id``.
     """
-    if kind is ChangeKind.ERASED:
-        raise ValueError("an erasure tombstone is written by record()")
-    rows = [
-        {"kind": kind, "subscriber_id": subscriber_id, "topic_id": topic_id, "email": None}
-        for topic_id in topic_ids
-    ]
+    record_entries(subscriber_id, [(kind, topic_id) for topic_id in topic_ids])
+
+
+def record_entries(subscriber_id: str, entries: Iterable[tuple[ChangeKind, int | None]]) -> None:
+    """Like ``record_topics``, with a kind per entry; written in the order given.
+
+    Never for an erasure: its tombstone carries the address, which only ``record`` writes.
+    """
+    rows = []
+    for kind, topic_id in entries:
+        if kind is ChangeKind.ERASED:
+            raise ValueError("an erasure tombstone is written by record()")
+        rows.append(
+            {"kind": kind, "subscriber_id": subscriber_id, "topic_id": topic_id, "email": None}
+        )
     if rows:
         db.session.execute(_INSERT, rows)

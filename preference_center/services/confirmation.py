@@ -215,26 +215,58 @@ _RECORD_CONFIRMED = insert(_EVENT).values(
 )
 
 
-def _subscribe_statement(dialect: str) -> Any:
+def _subscribe_statement(dialect: str, *, frequency: bool) -> Any:
     """Subscribe to a topic, or subscribe again: a row that exists is updated in place.
 
     ``version`` goes up as the ORM's optimistic lock would raise it, and ``updated_at`` is set
-    here because an ON CONFLICT update does not apply the column's ``onupdate``.
+    here because an ON CONFLICT update does not apply the column's ``onupdate``. The frequency
+    is kept unless the caller chooses one (the preference page does, a confirmation does not).
     """
     statement = (postgresql if dialect == "postgresql" else sqlite).insert(_SUBSCRIPTION)
+    changes = {
+        "status": statement.excluded.status,
+        "confirmed_at": statement.excluded.confirmed_at,
+        "unsubscribed_at": None,
+        "updated_at": statement.excluded.updated_at,
+        "version": _SUBSCRIPTION.c.version + 1,
+    }
+    if frequency:
+        changes["frequency"] = statement.excluded.frequency
     return statement.on_conflict_do_update(
-        index_elements=[_SUBSCRIPTION.c.contact_id, _SUBSCRIPTION.c.topic_id],
-        set_={
-            "status": statement.excluded.status,
-            "confirmed_at": statement.excluded.confirmed_at,
-            "unsubscribed_at": None,
-            "updated_at": statement.excluded.updated_at,
-            "version": _SUBSCRIPTION.c.version + 1,
-        },
+        index_elements=[_SUBSCRIPTION.c.contact_id, _SUBSCRIPTION.c.topic_id], set_=changes
     )
 
 
-_SUBSCRIBE = {dialect: _subscribe_statement(dialect) for dialect in ("postgresql", "sqlite")}
+_SUBSCRIBE = {
+    (dialect, frequency): _subscribe_statement(dialect, frequency=frequency)
+    for dialect in ("postgresql", "sqlite")
+    for frequency in (False, True)
+}
+
+
+def subscribe(
+    contact_id: int,
+    topic_ids: Sequence[int],
+    now: datetime,
+    frequencies: dict[int, str | None] | None = None,
+) -> None:
+    """Subscribe the contact to ``topic_ids`` in one statement, inserting or updating each
+    subscription; with ``frequencies`` (topic id to frequency) those are chosen too."""
+    dialect = "postgresql" if db.session.get_bind().dialect.name == "postgresql" else "sqlite"
+    rows: list[dict[str, Any]] = [
+        {
+            "contact_id": contact_id,
+            "topic_id": topic_id,
+            "status": SubscriptionStatus.SUBSCRIBED,
+            "confirmed_at": now,
+            "unsubscribed_at": None,
+        }
+        for topic_id in topic_ids
+    ]
+    if frequencies is not None:
+        for row in rows:
+            row["frequency"] = frequencies.get(row["topic_id"])
+    db.session.execute(_SUBSCRIBE[dialect, frequencies is not None], rows)
 
 
 def confirm(public_id: str, client: Client) -> ConfirmResult:
@@ -305,20 +337,7 @@ def _subscribe(
     now: datetime,
 ) -> None:
     """The subscriptions, their ledger entries and their change-feed entries, one per topic."""
-    dialect = db.session.get_bind().dialect.name
-    db.session.execute(
-        _SUBSCRIBE["postgresql" if dialect == "postgresql" else "sqlite"],
-        [
-            {
-                "contact_id": contact.id,
-                "topic_id": topic.id,
-                "status": SubscriptionStatus.SUBSCRIBED,
-                "confirmed_at": now,
-                "unsubscribed_at": None,
-            }
-            for topic in topics
-        ],
-    )
+    subscribe(contact.id, [topic.id for topic in topics], now)
     user_agent = client.ua()
     db.session.execute(
         _RECORD_CONFIRMED,

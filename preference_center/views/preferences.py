@@ -40,7 +40,7 @@ from ..forms import (
 )
 from ..i18n import remember_subscriber_language, validated
 from ..models import ConsentAction, Contact, utcnow
-from ..services import consent, leaving, preferences, repermission, subscriptions
+from ..services import choices, consent, leaving, preferences, repermission, subscriptions
 from .public import email_limit, failed_token_limit, token_limit
 
 bp = Blueprint("preferences", __name__)
@@ -194,7 +194,7 @@ def _render_page(
             token=token,
             contact=contact,
             form=form,
-            choices=preferences.choices(contact),
+            choices=choices.choices(contact),
             consent_text=text,
             masked=addresses.mask(contact.email_display),
             email_form=EmailChangeForm(),
@@ -224,7 +224,7 @@ def save(token: str) -> Any:
             slug = key.removeprefix("topic-")
             chosen[slug] = request.form.get(f"frequency-{slug}") or None
     try:
-        updated = preferences.update_preferences(
+        updated = choices.update_preferences(
             contact.id,
             expected_version=int(form.version.data or 0),
             subscribed=chosen,
@@ -234,7 +234,7 @@ def save(token: str) -> Any:
             consent_text_id=int(form.consent_text_id.data or 0),
             client=_client(),
         )
-    except preferences.ChangedElsewhere:
+    except choices.ChangedElsewhere:
         # Nothing is merged: the person sees today's state and decides again (F3).
         flash(
             _(
