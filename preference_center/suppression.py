@@ -13,7 +13,7 @@ import hmac
 from datetime import datetime
 
 from flask import current_app
-from sqlalchemy import delete, or_, select
+from sqlalchemy import bindparam, delete, or_, select
 
 from .extensions import db
 from .models import Suppression, SuppressionReason, utcnow
@@ -75,12 +75,15 @@ def add(canonical: str, reason: SuppressionReason, until: datetime | None = None
     return entry
 
 
+#: Built once: every confirmation runs it. A Core DELETE on the table, because nothing in the
+#: session holds these rows and the ORM's matching would be work for nothing.
+_LIFT = delete(_TABLE).where(_TABLE.c.digest.in_(bindparam("digests", expanding=True)))
+_LIFT_TEMPORARY = _LIFT.where(_TABLE.c.until.is_not(None))
+
+
 def lift(canonical: str, *, only_temporary: bool = False) -> int:
     """Remove the entries of ``canonical``; only a fresh confirmation may call this for good."""
     digests = [digest(canonical, key) for key in _keys()]
-    # A Core DELETE on the table: nothing in the session holds these rows, so the ORM's
-    # matching (and the autoflush before it) would be work for nothing.
-    statement = delete(_TABLE).where(_TABLE.c.digest.in_(digests))
-    if only_temporary:
-        statement = statement.where(_TABLE.c.until.is_not(None))
-    return db.session.execute(statement).rowcount or 0
+    db.session.flush()  # an entry added in this transaction is removed too, as it always was
+    statement = _LIFT_TEMPORARY if only_temporary else _LIFT
+    return db.session.connection().execute(statement, {"digests": digests}).rowcount or 0

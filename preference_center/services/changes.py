@@ -51,4 +51,4 @@ def record_entries(subscriber_id: str, entries: Iterable[tuple[ChangeKind, int |
             {"kind": kind, "subscriber_id": subscriber_id, "topic_id": topic_id, "email": None}
         )
     if rows:
-        db.session.execute(_INSERT, rows)
+        db.session.connection().execute(_INSERT, rows)

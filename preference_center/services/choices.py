@@ -150,7 +150,9 @@ def update_preferences(
     two tabs never silently merge (F3). Everything is checked before anything is written;
     the writes are Core statements, one per kind of change (the page is saved often).
     """
-    contact = db.session.execute(_LOCK_FOR_SAVE, {"contact": contact_id}).one_or_none()
+    # Core statements on the session's connection: the ORM's execute adds nothing here.
+    connection = db.session.connection()
+    contact = connection.execute(_LOCK_FOR_SAVE, {"contact": contact_id}).one_or_none()
     if contact is None:
         db.session.rollback()
         raise LinkRevoked()
@@ -159,7 +161,7 @@ def update_preferences(
         raise ChangedElsewhere()
     if language not in SUPPORTED_LOCALES:
         raise InvalidChoice("language")
-    text = db.session.execute(_CONSENT_TEXT, {"text": consent_text_id}).one_or_none()
+    text = connection.execute(_CONSENT_TEXT, {"text": consent_text_id}).one_or_none()
     if text is None:
         raise InvalidChoice("consent text")
     pause = _pause_moment(paused_until)
@@ -204,9 +206,9 @@ def update_preferences(
     if joined:
         subscribe(contact_id, list(joined), now, frequencies=joined)
     if left:
-        db.session.execute(_LEAVE_TOPICS, {"contact": contact_id, "topics": left, "now": now})
+        connection.execute(_LEAVE_TOPICS, {"contact": contact_id, "topics": left, "now": now})
     if refrequenced:
-        db.session.execute(
+        connection.execute(
             _CHANGE_FREQUENCY,
             [
                 {"contact": contact_id, "topic": topic_id, "new_frequency": frequency}
@@ -215,7 +217,7 @@ def update_preferences(
         )
     # The person's fields are written as submitted (unchanged ones keep their value), and
     # prefs_version goes up, so a page shown before this save is stale (F3).
-    db.session.execute(
+    connection.execute(
         _SAVE_CONTACT,
         {
             "contact": contact_id,
@@ -225,7 +227,7 @@ def update_preferences(
         },
     )
     user_agent = client.ua()
-    db.session.execute(
+    connection.execute(
         _RECORD,
         [
             {

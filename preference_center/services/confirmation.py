@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, String, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import addresses, suppression
@@ -74,6 +74,25 @@ class RequestContact:
     first_name: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class TopicLabel:
+    """A topic as the confirmation pages show it, read with Core rather than as an ORM object
+    (which costs about twice as much to load); names and descriptions follow Topic's rules."""
+
+    id: int
+    slug: str
+    position: int
+    name_nl: str
+    name_fr: str
+    name_en: str
+    description_nl: str
+    description_fr: str
+    description_en: str
+
+    name = Topic.name
+    description = Topic.description
+
+
 @dataclass(frozen=True)
 class ConfirmResult:
     """The state after a confirmation attempt, for the page that shows it."""
@@ -81,7 +100,7 @@ class ConfirmResult:
     state: RequestStatus  # CONFIRMED now or before, or CANCELLED (an unsubscribe came first)
     newly_confirmed: bool
     contact: RequestContact
-    topics: list[Topic]
+    topics: list[TopicLabel]
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -95,19 +114,23 @@ def find_request(public_id: str) -> SignupRequest:
     return request
 
 
+_TOPIC = Topic.__table__
+
 #: Built once: composing a statement costs more than running it on a page this busy.
-_TOPICS = select(Topic).where(Topic.id.in_(bindparam("topic_ids", expanding=True)))
+_TOPICS = select(*(_TOPIC.c[name] for name in TopicLabel.__slots__)).where(
+    _TOPIC.c.id.in_(bindparam("topic_ids", expanding=True))
+)
 
 
-def topics_of(topic_ids: Sequence[int] | None) -> list[Topic]:
+def topics_of(topic_ids: Sequence[int] | None) -> list[TopicLabel]:
     """The topics of a request, in their display order."""
     if not topic_ids:
         return []
-    found = db.session.scalars(_TOPICS, {"topic_ids": list(topic_ids)}).all()
-    return sorted(found, key=lambda t: (t.position, t.id))
+    rows = db.session.connection().execute(_TOPICS, {"topic_ids": list(topic_ids)})
+    return sorted((TopicLabel(*row) for row in rows), key=lambda t: (t.position, t.id))
 
 
-def subscribed_topics(contact_id: int, among: list[Topic]) -> list[Topic]:
+def subscribed_topics(contact_id: int, among: list[TopicLabel]) -> list[TopicLabel]:
     """Which of ``among`` the contact is subscribed to right now."""
     ids = set(
         db.session.scalars(
@@ -153,18 +176,21 @@ def describe(public_id: str) -> ConfirmResult:
 
 # --- confirming -----------------------------------------------------------------------------
 
-#: The lock of subscriptions.lock_contact (an UPDATE that changes nothing), reaching the contact
-#: through its request's public id, and returning what the page and the writes need: one
-#: statement where finding the request, locking and reading the contact took three.
-_LOCK = (
+#: The lock of subscriptions.lock_contact, reaching the contact through its request's public
+#: id, and at once the changes a confirmation makes to the person: the request's first name
+#: (if it has one) and language become theirs, and prefs_version goes up, so a preference page
+#: opened before is stale (F3). It returns the contact as changed. When the request turns out
+#: not to be confirmable, the transaction is rolled back and the person is as they were.
+#: (The request's first name and language never change, so reading them before the lock
+#: was granted, as PostgreSQL may, reads the same values.)
+_LOCK_AND_UPDATE = (
     update(_CONTACT)
-    .where(
-        _CONTACT.c.id
-        == select(_REQUEST.c.contact_id)
-        .where(_REQUEST.c.public_id == bindparam("link_id"))
-        .scalar_subquery()
+    .where(_CONTACT.c.id == _REQUEST.c.contact_id, _REQUEST.c.public_id == bindparam("link_id"))
+    .values(
+        first_name=func.coalesce(_REQUEST.c.first_name, _CONTACT.c.first_name),
+        language=_REQUEST.c.language,
+        prefs_version=_CONTACT.c.prefs_version + 1,
     )
-    .values(hard_bounces=_CONTACT.c.hard_bounces)
     .returning(*_CONTACT_COLUMNS)
 )
 
@@ -189,20 +215,6 @@ _MARK_CONFIRMED = (
         _REQUEST.c.channel,
         _REQUEST.c.import_batch_id,
         _REQUEST.c.consent_text_id,
-    )
-)
-
-#: The person's name (if the form gave one) and language become the request's; their
-#: preferences change, so a preference page opened before is stale (F3).
-_UPDATE_CONTACT = (
-    update(_CONTACT)
-    .where(_CONTACT.c.id == bindparam("contact_id"))
-    .values(
-        first_name=func.coalesce(
-            bindparam("new_first_name", type_=String()), _CONTACT.c.first_name
-        ),
-        language=bindparam("new_language"),
-        prefs_version=_CONTACT.c.prefs_version + 1,
     )
 )
 
@@ -266,72 +278,56 @@ def subscribe(
     if frequencies is not None:
         for row in rows:
             row["frequency"] = frequencies.get(row["topic_id"])
-    db.session.execute(_SUBSCRIBE[dialect, frequencies is not None], rows)
+    db.session.connection().execute(_SUBSCRIBE[dialect, frequencies is not None], rows)
 
 
 def confirm(public_id: str, client: Client) -> ConfirmResult:
     """Turn a pending request into subscriptions, once; a repeat shows the state (A7, A8)."""
-    locked = db.session.execute(_LOCK, {"link_id": public_id}).one_or_none()
+    # Core statements on the session's connection: the ORM's execute adds nothing here.
+    connection = db.session.connection()
+    locked = connection.execute(_LOCK_AND_UPDATE, {"link_id": public_id}).one_or_none()
     if locked is None:
         db.session.rollback()
         raise RequestNotFound(public_id)
     contact = _contact(locked)
     now = utcnow()
-    request = db.session.execute(_MARK_CONFIRMED, {"link_id": public_id, "now": now}).one_or_none()
+    request = connection.execute(_MARK_CONFIRMED, {"link_id": public_id, "now": now}).one_or_none()
     if request is None:
-        return _not_confirmed(public_id, contact, now)
+        db.session.rollback()  # undo the changes to the person: there is nothing to confirm
+        return _not_confirmed(public_id)
 
     topics = topics_of(request.topic_ids)
     if request.import_batch_id is not None:
         from .repermission import record_confirmation  # imports are a later layer
 
         record_confirmation(db.session.get(SignupRequest, request.id))
-    db.session.execute(
-        _UPDATE_CONTACT,
-        {
-            "contact_id": contact.id,
-            "new_first_name": request.first_name,
-            "new_language": request.language,
-        },
-    )
     if topics:
-        _subscribe(contact, topics, request, client, now)
+        _subscribe(connection, contact, topics, request, client, now)
     # A fresh, explicit confirmation is the only thing that lifts a suppression (C11, K4).
     suppression.lift(contact.email)
-    _queue_welcome(contact, request, topics)
-    _commit_keeping(topics)
-    confirmed = RequestContact(
-        contact.id,
-        contact.public_id,
-        contact.email,
-        contact.email_display,
-        request.language,
-        request.first_name or contact.first_name,
-    )
-    return ConfirmResult(RequestStatus.CONFIRMED, True, confirmed, topics)
+    _queue_welcome(connection, contact, topics)
+    db.session.commit()
+    return ConfirmResult(RequestStatus.CONFIRMED, True, contact, topics)
 
 
-def _not_confirmed(public_id: str, contact: RequestContact, now: datetime) -> ConfirmResult:
-    """A request that was confirmed, cancelled, purged or expired: nothing changes."""
-    row = db.session.execute(
-        select(_REQUEST.c.status, _REQUEST.c.expires_at, _REQUEST.c.topic_ids).where(
-            _REQUEST.c.public_id == public_id
-        )
-    ).one_or_none()
+def _not_confirmed(public_id: str) -> ConfirmResult:
+    """A request that was confirmed or cancelled before, purged, or expired: say which.
+
+    Read after the rollback, without the lock: a confirmed or cancelled request stays so, and
+    one still pending was past its deadline when the lock was held.
+    """
+    row = db.session.execute(_READ.where(_REQUEST.c.public_id == public_id)).one_or_none()
     if row is None:  # purged while we waited for the lock
-        db.session.rollback()
         raise RequestNotFound(public_id)
-    if row.status is RequestStatus.PENDING:  # still pending, so past its deadline
-        db.session.commit()
+    if row.status is RequestStatus.PENDING:
         raise RequestExpired(public_id)
-    topics = topics_of(row.topic_ids)
-    _commit_keeping(topics)
-    return ConfirmResult(row.status, False, contact, topics)
+    return ConfirmResult(row.status, False, _contact(row), topics_of(row.topic_ids))
 
 
 def _subscribe(
+    connection: Connection,
     contact: RequestContact,
-    topics: list[Topic],
+    topics: list[TopicLabel],
     request: Row[Any],
     client: Client,
     now: datetime,
@@ -339,7 +335,7 @@ def _subscribe(
     """The subscriptions, their ledger entries and their change-feed entries, one per topic."""
     subscribe(contact.id, [topic.id for topic in topics], now)
     user_agent = client.ua()
-    db.session.execute(
+    connection.execute(
         _RECORD_CONFIRMED,
         [
             {
@@ -365,31 +361,21 @@ def _subscribe(
 _QUEUE_WELCOME = insert(_OUTBOX).values(template="welcome", category="marketing")
 
 
-def _queue_welcome(contact: RequestContact, request: Row[Any], topics: list[Topic]) -> None:
+def _queue_welcome(
+    connection: Connection, contact: RequestContact, topics: list[TopicLabel]
+) -> None:
     """One welcome email, with the person's own preference link and one-click unsubscribe."""
-    first_name = request.first_name or contact.first_name
     # What SMTP gets is the address with its domain in ASCII (IDNA); an address that is all
     # ASCII already is that form, so only the others need email-validator again.
     to_address = contact.email if contact.email.isascii() else addresses.parse(contact.email).ascii
-    db.session.execute(
+    connection.execute(
         _QUEUE_WELCOME,
         {
             "message_id": messages.new_message_id(),
             "to_address": to_address,
-            "to_name": first_name[:100] if first_name else None,
-            "language": request.language,
+            "to_name": contact.first_name[:100] if contact.first_name else None,
+            "language": contact.language,
             "context": {"contact": contact.public_id, "topics": [t.id for t in topics]},
             "contact_id": contact.id,
         },
     )
-
-
-def _commit_keeping(topics: list[Topic]) -> None:
-    """Commit, keeping the topics just read as they are for the page that shows them next.
-
-    Nothing here writes a topic. Left in the session, the commit would expire them and the page
-    would read them again, in a second transaction with a pool checkout of its own.
-    """
-    for topic in topics:
-        db.session.expunge(topic)
-    db.session.commit()
