@@ -26,10 +26,11 @@ from ..models import (
     UTCDateTime,
     utcnow,
 )
-from . import changes
+from . import changes, topics
 from .confirmation import subscribe
-from .preferences import MAX_PAUSE, InvalidChoice, LinkRevoked
+from .preferences import MAX_PAUSE, InvalidChoice, LinkedContact, LinkRevoked
 from .subscriptions import Client
+from .topics import TopicLabel
 
 
 class ChangedElsewhere(Exception):
@@ -38,31 +39,39 @@ class ChangedElsewhere(Exception):
 
 @dataclass(frozen=True)
 class TopicChoice:
-    topic: Topic
+    topic: TopicLabel
     subscribed: bool
     frequency: str | None
 
 
+_TOPIC = Topic.__table__
+_SUBSCRIPTION = Subscription.__table__
+
 #: Every topic with this contact's subscription to it, if any, in display order.
 _TOPICS_WITH_SUBSCRIPTION = (
-    select(Topic, Subscription.id, Subscription.status, Subscription.frequency)
+    topics.select_labels()
+    .add_columns(_SUBSCRIPTION.c.id, _SUBSCRIPTION.c.status, _SUBSCRIPTION.c.frequency)
     .outerjoin(
-        Subscription,
-        (Subscription.topic_id == Topic.id) & (Subscription.contact_id == bindparam("contact_id")),
+        _SUBSCRIPTION,
+        (_SUBSCRIPTION.c.topic_id == _TOPIC.c.id)
+        & (_SUBSCRIPTION.c.contact_id == bindparam("contact_id")),
     )
-    .order_by(Topic.position, Topic.id)
+    .order_by(_TOPIC.c.position, _TOPIC.c.id)
 )
+_LABEL_COLUMNS = len(TopicLabel.__slots__)
 
 
-def choices(contact: Contact) -> list[TopicChoice]:
+def choices(contact: Contact | LinkedContact) -> list[TopicChoice]:
     """The topics shown on the preference page: the public ones and any the person has."""
     return _choices(contact.id)
 
 
 def _choices(contact_id: int) -> list[TopicChoice]:
     shown = []
-    rows = db.session.execute(_TOPICS_WITH_SUBSCRIPTION, {"contact_id": contact_id})
-    for topic, subscription_id, status, frequency in rows:
+    rows = db.session.connection().execute(_TOPICS_WITH_SUBSCRIPTION, {"contact_id": contact_id})
+    for row in rows:
+        topic = TopicLabel(*row[:_LABEL_COLUMNS])
+        subscription_id, status, frequency = row[_LABEL_COLUMNS:]
         if not topic.is_public and subscription_id is None:
             continue
         shown.append(TopicChoice(topic, status is SubscriptionStatus.SUBSCRIBED, frequency))
@@ -72,7 +81,6 @@ def _choices(contact_id: int) -> list[TopicChoice]:
 # --- saving -----------------------------------------------------------------------------------
 
 _CONTACT = Contact.__table__
-_SUBSCRIPTION = Subscription.__table__
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ from ..models import (
     UTCDateTime,
     utcnow,
 )
-from . import changes
+from . import changes, topics
+from .topics import TopicLabel
 
 if TYPE_CHECKING:  # annotations only: subscriptions.py imports this module
     from .subscriptions import Client
@@ -74,25 +75,6 @@ class RequestContact:
     first_name: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class TopicLabel:
-    """A topic as the confirmation pages show it, read with Core rather than as an ORM object
-    (which costs about twice as much to load); names and descriptions follow Topic's rules."""
-
-    id: int
-    slug: str
-    position: int
-    name_nl: str
-    name_fr: str
-    name_en: str
-    description_nl: str
-    description_fr: str
-    description_en: str
-
-    name = Topic.name
-    description = Topic.description
-
-
 @dataclass(frozen=True)
 class ConfirmResult:
     """The state after a confirmation attempt, for the page that shows it."""
@@ -114,11 +96,9 @@ def find_request(public_id: str) -> SignupRequest:
     return request
 
 
-_TOPIC = Topic.__table__
-
 #: Built once: composing a statement costs more than running it on a page this busy.
-_TOPICS = select(*(_TOPIC.c[name] for name in TopicLabel.__slots__)).where(
-    _TOPIC.c.id.in_(bindparam("topic_ids", expanding=True))
+_TOPICS = topics.select_labels().where(
+    Topic.__table__.c.id.in_(bindparam("topic_ids", expanding=True))
 )
 
 

@@ -41,6 +41,7 @@ from ..forms import (
 from ..i18n import remember_subscriber_language, validated
 from ..models import ConsentAction, Contact, utcnow
 from ..services import choices, consent, leaving, preferences, repermission, subscriptions
+from ..services.preferences import LinkedContact
 from .public import email_limit, failed_token_limit, token_limit
 
 bp = Blueprint("preferences", __name__)
@@ -63,7 +64,7 @@ def helpers() -> dict[str, Any]:
     """Words for codes, for the preference pages."""
     from ..i18n import NATIVE_NAMES
 
-    def source_sentence(contact: Contact) -> str:
+    def source_sentence(contact: Contact | LinkedContact) -> str:
         when = format_date(contact.created_at, "long")
         if contact.source.value == "form":
             return _("You gave it to us yourself, on our website, on %(date)s.", date=when)
@@ -122,7 +123,7 @@ def _payload(purpose: tokens.Purpose, token: str, problem: Any = _invalid_link) 
         abort(problem())
 
 
-def _contact(token: str) -> Contact:
+def _contact(token: str) -> LinkedContact:
     """The contact of a manage link, or a page that offers a fresh link (no enumeration)."""
     try:
         payload = tokens.load(tokens.Purpose.MANAGE, token)
@@ -175,7 +176,7 @@ def safe_next(target: str | None, fallback: str) -> str:
 
 
 def _render_page(
-    token: str, contact: Contact, form: PreferencesForm | None = None, status: int = 200
+    token: str, contact: LinkedContact, form: PreferencesForm | None = None, status: int = 200
 ) -> Any:
     language = contact.language
     form = form or PreferencesForm(
@@ -186,7 +187,7 @@ def _render_page(
         }
     )
     form.version.data = str(contact.prefs_version)
-    text = consent.current(str(validated(request.args.get("lang")) or language))
+    text = consent.shown(str(validated(request.args.get("lang")) or language))
     form.consent_text_id.data = str(text.id)
     return (
         render_template(
@@ -374,7 +375,7 @@ def what_we_hold(token: str) -> Any:
     )
 
 
-def _history_in_words(contact: Contact) -> list[tuple[Any, str]]:
+def _history_in_words(contact: LinkedContact) -> list[tuple[Any, str]]:
     """The consent history as sentences a person understands."""
     from sqlalchemy import select
 
@@ -434,7 +435,7 @@ def request_export(token: str) -> Any:
     return redirect(url_for(".what_we_hold", token=token)), 303
 
 
-def _export_contact(token: str) -> Contact:
+def _export_contact(token: str) -> LinkedContact:
     try:
         payload = tokens.load(tokens.Purpose.EXPORT, token)
         return preferences.contact_for_link(payload)

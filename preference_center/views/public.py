@@ -74,7 +74,7 @@ def _signup_form(offered: list[Any], source: str | None) -> SignupForm:
 def _render_signup(form: SignupForm, offered: list[Any], status: int = 200) -> tuple[str, int]:
     language = str(get_locale())
     try:
-        text = consent.current(language)
+        text = consent.shown(language)
     except consent.ConsentTextMissing:
         current_app.logger.error("no consent text for %r: run `flask consent-texts seed`", language)
         abort(503)
