@@ -13,10 +13,10 @@ import hmac
 from datetime import datetime
 
 from flask import current_app
-from sqlalchemy import bindparam, delete, or_, select
+from sqlalchemy import bindparam, delete, or_, select, update
 
 from .extensions import db
-from .models import Suppression, SuppressionReason, utcnow
+from .models import Suppression, SuppressionReason, UTCDateTime, utcnow
 
 _TABLE = Suppression.__table__
 
@@ -60,6 +60,30 @@ def find(canonical: str) -> Suppression | None:
     if entry is not None and entry.digest != digests[0]:
         entry.digest = digests[0]
     return entry
+
+
+#: Built once: every signup asks twice (before and after taking the contact's lock).
+_ACTIVE = select(_TABLE.c.id, _TABLE.c.digest, _TABLE.c.reason).where(
+    _TABLE.c.digest.in_(bindparam("digests", expanding=True)),
+    or_(_TABLE.c.until.is_(None), _TABLE.c.until > bindparam("now", type_=UTCDateTime())),
+)
+_REKEY = update(_TABLE).where(_TABLE.c.id == bindparam("entry")).values(digest=bindparam("current"))
+
+
+def reason(canonical: str) -> SuppressionReason | None:
+    """Why ``canonical`` is suppressed, if it is: ``find``'s answer, read with Core.
+
+    An entry found under an old key is re-keyed in the caller's transaction, as ``find`` does.
+    """
+    digests = [digest(canonical, key) for key in _keys()]
+    db.session.flush()  # an entry added in this transaction counts, as with find()
+    connection = db.session.connection()
+    entry = connection.execute(_ACTIVE, {"digests": digests, "now": utcnow()}).first()
+    if entry is None:
+        return None
+    if entry.digest != digests[0]:
+        connection.execute(_REKEY, {"entry": entry.id, "current": digests[0]})
+    return entry.reason
 
 
 def add(canonical: str, reason: SuppressionReason, until: datetime | None = None) -> Suppression:

@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .. import addresses, suppression
+from .. import suppression
 from ..extensions import db
-from ..mail import messages
 from ..models import (
     ChangeKind,
     ConsentAction,
@@ -37,7 +36,7 @@ from ..models import (
     UTCDateTime,
     utcnow,
 )
-from . import changes, topics
+from . import changes, outbox_rows, topics
 from .topics import TopicLabel
 
 if TYPE_CHECKING:  # annotations only: subscriptions.py imports this module
@@ -337,25 +336,17 @@ def _subscribe(
     changes.record_topics(ChangeKind.SUBSCRIBED, contact.public_id, [t.id for t in topics])
 
 
-#: The row outbox.enqueue("welcome", ...) adds, as one INSERT without the ORM's unit of work.
-_QUEUE_WELCOME = insert(_OUTBOX).values(template="welcome", category="marketing")
-
-
 def _queue_welcome(
     connection: Connection, contact: RequestContact, topics: list[TopicLabel]
 ) -> None:
     """One welcome email, with the person's own preference link and one-click unsubscribe."""
-    # What SMTP gets is the address with its domain in ASCII (IDNA); an address that is all
-    # ASCII already is that form, so only the others need email-validator again.
-    to_address = contact.email if contact.email.isascii() else addresses.parse(contact.email).ascii
-    connection.execute(
-        _QUEUE_WELCOME,
-        {
-            "message_id": messages.new_message_id(),
-            "to_address": to_address,
-            "to_name": contact.first_name[:100] if contact.first_name else None,
-            "language": contact.language,
-            "context": {"contact": contact.public_id, "topics": [t.id for t in topics]},
-            "contact_id": contact.id,
-        },
+    outbox_rows.queue(
+        connection,
+        "welcome",
+        outbox_rows.ascii_address(contact.email),
+        contact.language,
+        to_name=contact.first_name,
+        context={"contact": contact.public_id, "topics": [t.id for t in topics]},
+        contact_id=contact.id,
+        category="marketing",
     )

@@ -57,7 +57,7 @@ def _campaign() -> tuple[list[Any], str | None]:
         except subscriptions.UnknownTopic:
             abort(400)  # never an unknown or private topic, whatever the URL says (C7)
     else:
-        offered = topics.public_topics()
+        offered = topics.public_labels()
     return offered, source
 
 
