@@ -27,7 +27,6 @@ from ..models import (
     ConsentEvent,
     ConsentText,
     Contact,
-    OutboxMessage,
     RequestStatus,
     SignupRequest,
     Subscription,
@@ -36,8 +35,8 @@ from ..models import (
     UTCDateTime,
     utcnow,
 )
-from . import changes, outbox_rows, topics
-from .topics import TopicLabel
+from . import changes, outbox_rows
+from .topics import TopicLabel, select_labels
 
 if TYPE_CHECKING:  # annotations only: subscriptions.py imports this module
     from .subscriptions import Client
@@ -46,7 +45,6 @@ _CONTACT = Contact.__table__
 _REQUEST = SignupRequest.__table__
 _SUBSCRIPTION = Subscription.__table__
 _EVENT = ConsentEvent.__table__
-_OUTBOX = OutboxMessage.__table__
 _TEXT = ConsentText.__table__
 
 
@@ -96,9 +94,7 @@ def find_request(public_id: str) -> SignupRequest:
 
 
 #: Built once: composing a statement costs more than running it on a page this busy.
-_TOPICS = topics.select_labels().where(
-    Topic.__table__.c.id.in_(bindparam("topic_ids", expanding=True))
-)
+_TOPICS = select_labels().where(Topic.__table__.c.id.in_(bindparam("topic_ids", expanding=True)))
 
 
 def topics_of(topic_ids: Sequence[int] | None) -> list[TopicLabel]:
@@ -132,9 +128,11 @@ _CONTACT_COLUMNS = (
 )
 
 #: The request and its person in one statement (the confirmation page, and a repeated click).
-_READ = select(
-    _REQUEST.c.status, _REQUEST.c.expires_at, _REQUEST.c.topic_ids, *_CONTACT_COLUMNS
-).join_from(_REQUEST, _CONTACT, _REQUEST.c.contact_id == _CONTACT.c.id)
+_READ = (
+    select(_REQUEST.c.status, _REQUEST.c.expires_at, _REQUEST.c.topic_ids, *_CONTACT_COLUMNS)
+    .join_from(_REQUEST, _CONTACT, _REQUEST.c.contact_id == _CONTACT.c.id)
+    .where(_REQUEST.c.public_id == bindparam("link_id"))
+)
 
 
 def _contact(row: Row[Any]) -> RequestContact:
@@ -145,7 +143,7 @@ def _contact(row: Row[Any]) -> RequestContact:
 
 def describe(public_id: str) -> ConfirmResult:
     """What a confirmation link would confirm, without changing anything (the GET, B1)."""
-    row = db.session.execute(_READ.where(_REQUEST.c.public_id == public_id)).one_or_none()
+    row = db.session.connection().execute(_READ, {"link_id": public_id}).one_or_none()
     if row is None:
         raise RequestNotFound(public_id)
     if row.status is RequestStatus.PENDING and row.expires_at <= utcnow():
@@ -214,7 +212,7 @@ def _subscribe_statement(dialect: str, *, frequency: bool) -> Any:
     is kept unless the caller chooses one (the preference page does, a confirmation does not).
     """
     statement = (postgresql if dialect == "postgresql" else sqlite).insert(_SUBSCRIPTION)
-    changes = {
+    updates = {
         "status": statement.excluded.status,
         "confirmed_at": statement.excluded.confirmed_at,
         "unsubscribed_at": None,
@@ -222,9 +220,9 @@ def _subscribe_statement(dialect: str, *, frequency: bool) -> Any:
         "version": _SUBSCRIPTION.c.version + 1,
     }
     if frequency:
-        changes["frequency"] = statement.excluded.frequency
+        updates["frequency"] = statement.excluded.frequency
     return statement.on_conflict_do_update(
-        index_elements=[_SUBSCRIPTION.c.contact_id, _SUBSCRIPTION.c.topic_id], set_=changes
+        index_elements=[_SUBSCRIPTION.c.contact_id, _SUBSCRIPTION.c.topic_id], set_=updates
     )
 
 
@@ -275,18 +273,18 @@ def confirm(public_id: str, client: Client) -> ConfirmResult:
         db.session.rollback()  # undo the changes to the person: there is nothing to confirm
         return _not_confirmed(public_id)
 
-    topics = topics_of(request.topic_ids)
+    chosen = topics_of(request.topic_ids)
     if request.import_batch_id is not None:
         from .repermission import record_confirmation  # imports are a later layer
 
         record_confirmation(db.session.get(SignupRequest, request.id))
-    if topics:
-        _subscribe(connection, contact, topics, request, client, now)
+    if chosen:
+        _subscribe(connection, contact, chosen, request, client, now)
     # A fresh, explicit confirmation is the only thing that lifts a suppression (C11, K4).
     suppression.lift(contact.email)
-    _queue_welcome(connection, contact, topics)
+    _queue_welcome(connection, contact, chosen)
     db.session.commit()
-    return ConfirmResult(RequestStatus.CONFIRMED, True, contact, topics)
+    return ConfirmResult(RequestStatus.CONFIRMED, True, contact, chosen)
 
 
 def _not_confirmed(public_id: str) -> ConfirmResult:
@@ -295,7 +293,7 @@ def _not_confirmed(public_id: str) -> ConfirmResult:
     Read after the rollback, without the lock: a confirmed or cancelled request stays so, and
     one still pending was past its deadline when the lock was held.
     """
-    row = db.session.execute(_READ.where(_REQUEST.c.public_id == public_id)).one_or_none()
+    row = db.session.connection().execute(_READ, {"link_id": public_id}).one_or_none()
     if row is None:  # purged while we waited for the lock
         raise RequestNotFound(public_id)
     if row.status is RequestStatus.PENDING:
