@@ -212,7 +212,7 @@ def update_preferences(
         return SavedPreferences(contact.language, contact.prefs_version)
     now = utcnow()
     if joined:
-        subscribe(contact_id, list(joined), now, frequencies=joined)
+        subscribe(connection, contact_id, list(joined), now, frequencies=joined)
     if left:
         connection.execute(_LEAVE_TOPICS, {"contact": contact_id, "topics": left, "now": now})
     if refrequenced:

@@ -97,11 +97,14 @@ def find_request(public_id: str) -> SignupRequest:
 _TOPICS = select_labels().where(Topic.__table__.c.id.in_(bindparam("topic_ids", expanding=True)))
 
 
-def topics_of(topic_ids: Sequence[int] | None) -> list[TopicLabel]:
+def topics_of(
+    topic_ids: Sequence[int] | None, connection: Connection | None = None
+) -> list[TopicLabel]:
     """The topics of a request, in their display order."""
     if not topic_ids:
         return []
-    rows = db.session.connection().execute(_TOPICS, {"topic_ids": list(topic_ids)})
+    connection = connection or db.session.connection()
+    rows = connection.execute(_TOPICS, {"topic_ids": list(topic_ids)})
     return sorted((TopicLabel(*row) for row in rows), key=lambda t: (t.position, t.id))
 
 
@@ -234,6 +237,7 @@ _SUBSCRIBE = {
 
 
 def subscribe(
+    connection: Connection,
     contact_id: int,
     topic_ids: Sequence[int],
     now: datetime,
@@ -241,7 +245,7 @@ def subscribe(
 ) -> None:
     """Subscribe the contact to ``topic_ids`` in one statement, inserting or updating each
     subscription; with ``frequencies`` (topic id to frequency) those are chosen too."""
-    dialect = "postgresql" if db.session.get_bind().dialect.name == "postgresql" else "sqlite"
+    dialect = "postgresql" if connection.dialect.name == "postgresql" else "sqlite"
     rows: list[dict[str, Any]] = [
         {
             "contact_id": contact_id,
@@ -255,7 +259,7 @@ def subscribe(
     if frequencies is not None:
         for row in rows:
             row["frequency"] = frequencies.get(row["topic_id"])
-    db.session.connection().execute(_SUBSCRIBE[dialect, frequencies is not None], rows)
+    connection.execute(_SUBSCRIBE[dialect, frequencies is not None], rows)
 
 
 def confirm(public_id: str, client: Client) -> ConfirmResult:
@@ -273,7 +277,7 @@ def confirm(public_id: str, client: Client) -> ConfirmResult:
         db.session.rollback()  # undo the changes to the person: there is nothing to confirm
         return _not_confirmed(public_id)
 
-    chosen = topics_of(request.topic_ids)
+    chosen = topics_of(request.topic_ids, connection)
     if request.import_batch_id is not None:
         from .repermission import record_confirmation  # imports are a later layer
 
@@ -310,7 +314,7 @@ def _subscribe(
     now: datetime,
 ) -> None:
     """The subscriptions, their ledger entries and their change-feed entries, one per topic."""
-    subscribe(contact.id, [topic.id for topic in topics], now)
+    subscribe(connection, contact.id, [topic.id for topic in topics], now)
     user_agent = client.ua()
     connection.execute(
         _RECORD_CONFIRMED,
