@@ -31,6 +31,7 @@ RENDER_OPTIONS = [
     {},
     {"type": "email"},
     {"type": "date", "min": "2026-12-01"},
+    {"min": date(2026, 12, 1), "max": date(2027, 6, 30)},
     {"class_": "wide", "data_role": "name", "aria_describedby": "hint", "required": True},
     {"disabled": False, "placeholder": 'say "hi" & <wave>'},
 ]
