@@ -18,9 +18,11 @@ Why it is built this way:
 
 * The servers are real ``gunicorn`` processes (``wsgi:app`` for the service, the bare app
   below for the baseline) with the same settings: sync workers, ``--workers`` of them (2 by
-  default). They are configured only through ``FLASK_*`` variables, as in production. The
-  servers run one after the other, never at the same time, so neither steals CPU from the
-  other.
+  default). They are configured only through ``FLASK_*`` variables, as in production. Both
+  are up for the whole run but only one is driven at a time: each scenario runs in
+  ``--rounds`` slices that alternate with slices of as many bare requests, and its ratio is
+  taken against those. The machine is shared, and a baseline measured minutes before a
+  scenario would compare it with other neighbours' load, not with the bare endpoint.
 * The bare endpoint is the service's own app (``create_app``, so the same engine options,
   SQLite pragmas, pool and after-request hooks) plus one route that reads one signup request
   by its unique ``public_id`` and updates one column of it with a commit: the least any
@@ -29,7 +31,9 @@ Why it is built this way:
   service's code adds to "Flask + SQLAlchemy + one indexed read and one write".
 * The load generator is a closed loop: ``--concurrency`` client threads in a process of their
   own (spawned, not forked), each sending one request and waiting for its answer before
-  sending the next. It speaks just enough HTTP/1.1 over raw sockets to stay cheap: gunicorn's
+  sending the next. Two by default, one per sync worker: in a closed loop the latency is
+  about connections / throughput, so more connections than workers only add time spent
+  queueing behind the client's own requests, and the p99 goal is "at the measured rate". It speaks just enough HTTP/1.1 over raw sockets to stay cheap: gunicorn's
   sync workers close the connection after every response, so every request opens a new TCP
   connection, and its latency counts from ``connect`` to the last byte, time spent in the
   listen queue included. The client's own CPU time is measured and printed, so a client that
@@ -51,7 +55,7 @@ Why it is built this way:
   like a bot would get the same 200 page and store nothing).
 
 Run it with ``make bench`` or directly with ``.venv/bin/python benchmarks/bench_http.py
-[-n 2000] [-c 4] [--database-url URL] [--json] [--check]``. Client and servers share the
+[-n 2000] [-c 2] [--rounds 10] [--database-url URL] [--json] [--check]``. Client and servers share the
 machine's CPUs, and so does a local PostgreSQL server: the figures are for the whole box.
 """
 
@@ -761,6 +765,8 @@ class ScenarioResult:
     errors: int
     ratio: float = 0.0
     cpu_ratio: float = 0.0
+    #: The bare requests sent in the slices alternating with this scenario's (None for bare).
+    bare: ScenarioResult | None = field(default=None, repr=False)
 
     @property
     def per_second(self) -> float:
@@ -799,6 +805,10 @@ class ScenarioResult:
             "server_cpu_seconds": round(self.server_cpu_seconds, 2),
             "database_cpu_seconds": round(self.database_cpu_seconds, 2),
             "machine_busy": round(self.machine_busy, 3),
+            "bare_per_second": round(self.bare.per_second, 1) if self.bare else None,
+            "bare_cpu_ms_per_request": round(self.bare.cpu_ms_per_request, 2)
+            if self.bare
+            else None,
         }
 
 
@@ -836,6 +846,69 @@ def run_scenario(
         latencies_ms=[latency * 1000 for latency in report.latencies],
         errors=errors,
     )
+
+
+def pooled(name: str, parts: list[ScenarioResult]) -> ScenarioResult:
+    """One result for the slices of a scenario: their sums, and every latency."""
+    seconds = sum(p.seconds for p in parts)
+    return ScenarioResult(
+        name=name,
+        requests=sum(p.requests for p in parts),
+        seconds=seconds,
+        client_cpu_seconds=sum(p.client_cpu_seconds for p in parts),
+        server_cpu_seconds=sum(p.server_cpu_seconds for p in parts),
+        database_cpu_seconds=sum(p.database_cpu_seconds for p in parts),
+        machine_busy=sum(p.machine_busy * p.seconds for p in parts) / seconds if seconds else 0.0,
+        latencies_ms=[latency for p in parts for latency in p.latencies_ms],
+        errors=sum(p.errors for p in parts),
+    )
+
+
+class Pairing:
+    """Runs each scenario in slices that alternate with slices of bare requests.
+
+    The machine is shared: neighbours come and go within a minute, and one bare run before
+    every scenario measured the baseline under other conditions than the scenarios that came
+    minutes later. Alternating slices (bare first in one round, the scenario first in the
+    next) puts both sides of every ratio under the same conditions; each side still runs
+    alone with the same closed loop, and both servers stay up, the idle one asleep.
+    """
+
+    def __init__(
+        self,
+        generator: LoadGenerator,
+        server: Server,
+        payloads: list[bytes],
+        args: argparse.Namespace,
+    ) -> None:
+        self.generator, self.server, self.payloads = generator, server, payloads
+        self.concurrency, self.rounds = args.concurrency, args.rounds
+        self.results: list[ScenarioResult] = []
+
+    def run(
+        self,
+        name: str,
+        server: Server,
+        payloads: list[bytes],
+        marker: bytes | None = None,
+        accepted: tuple[int, ...] = (),
+    ) -> ScenarioResult:
+        size = math.ceil(len(payloads) / self.rounds)
+        mine: list[ScenarioResult] = []
+        bare: list[ScenarioResult] = []
+        for index, start in enumerate(range(0, len(payloads), size)):
+            sides = [
+                (bare, "bare", self.server, self.payloads[start : start + size], None, ()),
+                (mine, name, server, payloads[start : start + size], marker, accepted),
+            ]
+            for into, label, target, part, mark, ok in sides[:: 1 if index % 2 else -1]:
+                into.append(
+                    run_scenario(label, self.generator, target, part, self.concurrency, mark, ok)
+                )
+        result = pooled(name, mine)
+        result.bare = pooled("bare", bare)
+        self.results.extend(bare)
+        return result
 
 
 def succeeded(status: int, accepted: tuple[int, ...] = ()) -> bool:
@@ -945,104 +1018,66 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         signups = [address("signup", index, run) for index in range(args.requests)]
         signup_warmup = [address("signup-warmup", index, run) for index in range(warmup)]
         results: list[ScenarioResult] = []
-        with load_generator() as generator:
-            with running_server(
+        with (
+            load_generator() as generator,
+            running_server(
                 "bench_http:bare_app()", url, args.workers, Path(logs) / "bare.log"
-            ) as server:
+            ) as bare_server,
+            running_server("wsgi:app", url, args.workers, Path(logs) / "app.log") as server,
+        ):
 
-                def bare_posts(pairs: list[tuple[str, str]]) -> list[bytes]:
-                    return [http_request(server, "POST", f"/bare/{pid}") for pid, _ in pairs]
+            def bare_posts(pairs: list[tuple[str, str]]) -> list[bytes]:
+                return [http_request(bare_server, "POST", f"/bare/{pid}") for pid, _ in pairs]
 
-                warm_up(generator, server, bare_posts(dataset.shown_warmup), "bare")
-                results.append(
-                    run_scenario(
-                        "bare", generator, server, bare_posts(dataset.shown), args.concurrency
-                    )
+            def confirm_gets(pairs: list[tuple[str, str]]) -> list[bytes]:
+                return [http_request(server, "GET", f"/confirm/{t}") for _, t in pairs]
+
+            session = open_session(server)
+            warm_up(generator, bare_server, bare_posts(dataset.shown_warmup), "bare")
+            warm_up(generator, server, confirm_gets(dataset.shown_warmup), "confirm GET")
+            warm_up(
+                generator,
+                server,
+                confirm_posts(server, session, dataset.confirmed_warmup),
+                "confirm POST",
+            )
+            warm_up(generator, server, signup_posts(server, session, signup_warmup), "signup")
+            warm_up(generator, server, manage_gets(server, dataset.viewers_warmup), "manage GET")
+            warm_up(
+                generator,
+                server,
+                manage_posts(server, session, dataset.savers_warmup),
+                "manage POST",
+                SEE_OTHER,
+            )
+            warm_up(generator, server, one_click_posts(server, dataset.leavers_warmup), "one-click")
+            # Every scenario is paired with as many bare requests, in alternating slices; the
+            # bare endpoint only sets emailed_at, so the same requests serve every pairing.
+            bare = Pairing(generator, bare_server, bare_posts(dataset.shown), args)
+            results.append(
+                bare.run("confirm GET", server, confirm_gets(dataset.shown), CONFIRM_PAGE_MARKER)
+            )
+            results.append(
+                bare.run("confirm POST", server, confirm_posts(server, session, dataset.confirmed))
+            )
+            results.append(bare.run("signup POST", server, signup_posts(server, session, signups)))
+            results.append(
+                bare.run(
+                    "manage GET", server, manage_gets(server, dataset.viewers), MANAGE_PAGE_MARKER
                 )
-            with running_server("wsgi:app", url, args.workers, Path(logs) / "app.log") as server:
-                session = open_session(server)
-
-                def confirm_gets(pairs: list[tuple[str, str]]) -> list[bytes]:
-                    return [http_request(server, "GET", f"/confirm/{t}") for _, t in pairs]
-
-                warm_up(generator, server, confirm_gets(dataset.shown_warmup), "confirm GET")
-                warm_up(
-                    generator,
-                    server,
-                    confirm_posts(server, session, dataset.confirmed_warmup),
-                    "confirm POST",
-                )
-                warm_up(generator, server, signup_posts(server, session, signup_warmup), "signup")
-                warm_up(
-                    generator, server, manage_gets(server, dataset.viewers_warmup), "manage GET"
-                )
-                warm_up(
-                    generator,
-                    server,
-                    manage_posts(server, session, dataset.savers_warmup),
+            )
+            results.append(
+                bare.run(
                     "manage POST",
-                    SEE_OTHER,
+                    server,
+                    manage_posts(server, session, dataset.savers),
+                    accepted=SEE_OTHER,
                 )
-                warm_up(
-                    generator, server, one_click_posts(server, dataset.leavers_warmup), "one-click"
-                )
-                results.append(
-                    run_scenario(
-                        "confirm GET",
-                        generator,
-                        server,
-                        confirm_gets(dataset.shown),
-                        args.concurrency,
-                        CONFIRM_PAGE_MARKER,
-                    )
-                )
-                results.append(
-                    run_scenario(
-                        "confirm POST",
-                        generator,
-                        server,
-                        confirm_posts(server, session, dataset.confirmed),
-                        args.concurrency,
-                    )
-                )
-                results.append(
-                    run_scenario(
-                        "signup POST",
-                        generator,
-                        server,
-                        signup_posts(server, session, signups),
-                        args.concurrency,
-                    )
-                )
-                results.append(
-                    run_scenario(
-                        "manage GET",
-                        generator,
-                        server,
-                        manage_gets(server, dataset.viewers),
-                        args.concurrency,
-                        MANAGE_PAGE_MARKER,
-                    )
-                )
-                results.append(
-                    run_scenario(
-                        "manage POST",
-                        generator,
-                        server,
-                        manage_posts(server, session, dataset.savers),
-                        args.concurrency,
-                        accepted=SEE_OTHER,
-                    )
-                )
-                results.append(
-                    run_scenario(
-                        "one-click POST",
-                        generator,
-                        server,
-                        one_click_posts(server, dataset.leavers),
-                        args.concurrency,
-                    )
-                )
+            )
+            results.append(
+                bare.run("one-click POST", server, one_click_posts(server, dataset.leavers))
+            )
+            results.insert(0, pooled("bare", bare.results))
         failed = [r for r in results if r.errors]
         if failed:
             raise SystemExit(
@@ -1052,10 +1087,10 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         verify(app, dataset, signups, args.requests)
 
     load_after = os.getloadavg()[0]
-    bare = results[0]
     for result in results:
-        result.ratio = result.per_second / bare.per_second
-        result.cpu_ratio = bare.cpu_ms_per_request / result.cpu_ms_per_request
+        paired = result.bare or result
+        result.ratio = result.per_second / paired.per_second
+        result.cpu_ratio = paired.cpu_ms_per_request / result.cpu_ms_per_request
     confirm_post = next(r for r in results if r.name == "confirm POST")
     service = [r for r in results if r.name != "bare"]
     ratio_passed = confirm_post.ratio >= RATIO_GOAL
@@ -1066,6 +1101,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "http",
         "backend": backend,
         "requests": args.requests,
+        "rounds": args.rounds,
         "concurrency": args.concurrency,
         "workers": args.workers,
         "worker_class": "sync",
@@ -1086,22 +1122,26 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 def print_table(results: dict[str, Any]) -> None:
     print(
         f"HTTP, {results['backend']}, gunicorn {results['workers']} {results['worker_class']} "
-        f"workers, {results['requests']} requests per scenario, {results['concurrency']} "
-        f"connections, Python {results['python']}, load average {results['load_average']:.2f} "
+        f"workers, {results['requests']} requests per scenario in {results['rounds']} slices "
+        f"alternating with as many bare ones, {results['concurrency']} connections, Python {results['python']}, load average {results['load_average']:.2f} "
         f"before and {results['load_average_after']:.2f} after, on {results['cpus']} CPUs"
     )
-    # cpu ms/req: gunicorn workers plus PostgreSQL backends, per request; cpu vs bare: the
-    # same ratio computed from it. client %: the load generator's CPU as a share of one CPU.
-    # busy: share of all the machine's CPUs in use during the run, neighbours included.
+    # bare req/s: the bare slices alternating with this scenario's, which "vs bare" divides
+    # by (the bare row pools every bare slice). cpu ms/req: gunicorn workers plus PostgreSQL
+    # backends, per request; cpu vs bare: the same ratio computed from it. client %: the
+    # load generator's CPU as a share of one CPU. busy: share of all the machine's CPUs in
+    # use during the run, neighbours included.
     print(
         f"{'scenario':<16}{'requests':>9}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}"
-        f"{'vs bare':>8}{'cpu ms/req':>11}{'cpu vs bare':>12}{'client %':>9}{'busy':>6}"
+        f"{'bare req/s':>11}{'vs bare':>8}{'cpu ms/req':>11}{'cpu vs bare':>12}"
+        f"{'client %':>9}{'busy':>6}"
     )
     for s in results["scenarios"]:
         client = s["client_cpu_seconds"] / s["seconds"] if s["seconds"] else 0.0
+        paired = s["bare_per_second"] if s["bare_per_second"] is not None else s["per_second"]
         print(
             f"{s['scenario']:<16}{s['requests']:>9}{s['per_second']:>8.1f}{s['p50_ms']:>8.1f}"
-            f"{s['p99_ms']:>8.1f}{s['errors']:>7}{s['ratio_to_bare']:>8.2f}"
+            f"{s['p99_ms']:>8.1f}{s['errors']:>7}{paired:>11.1f}{s['ratio_to_bare']:>8.2f}"
             f"{s['cpu_ms_per_request']:>11.2f}{s['cpu_ratio_to_bare']:>12.2f}{client:>9.0%}"
             f"{s['machine_busy']:>6.0%}"
         )
@@ -1140,11 +1180,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "-c",
         "--concurrency",
         type=int,
-        default=4,
-        help="client connections in flight at any time (default 4)",
+        default=2,
+        help="client connections in flight at any time (default 2: one per worker)",
     )
     parser.add_argument(
         "--workers", type=int, default=2, help="gunicorn sync workers per server (default 2)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=10,
+        help="slices per scenario, alternating with as many bare requests (default 10)",
     )
     parser.add_argument(
         "--database-url",
@@ -1158,8 +1204,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"exit with status 3 when a goal is missed (ratio {RATIO_GOAL}, p99 {P99_GOAL_MS:.0f} ms)",
     )
     args = parser.parse_args(argv)
-    if args.requests < 1 or args.concurrency < 1 or args.workers < 1:
-        parser.error("--requests, --concurrency and --workers must be positive")
+    if min(args.requests, args.concurrency, args.workers, args.rounds) < 1:
+        parser.error("--requests, --concurrency, --workers and --rounds must be positive")
     return args
 
 

@@ -47,6 +47,7 @@ def _wire_extensions(app: Flask) -> None:
     mail.init_app(app)
     csrf.init_app(app)
     babel.init_app(app, locale_selector=i18n.select_locale)
+    i18n.install_template_gettext(app)
     limiter.init_app(app)
     login_manager.init_app(app)
     login_manager.user_loader(accounts.load)

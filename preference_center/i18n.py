@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from babel.messages.pofile import read_po
 from flask import Flask, Response, current_app, g, has_request_context, request, session
-from flask_babel import get_locale
+from flask_babel import get_locale, get_translations
 
 from .config import SUPPORTED_LOCALES
 
@@ -50,6 +51,33 @@ def select_locale() -> str:
     g.locale_from_header = True
     negotiated = request.accept_languages.best_match(SUPPORTED_LOCALES)
     return negotiated or default_locale()
+
+
+def _translations() -> Any:
+    """Flask-Babel's translations for the current locale, looked up once per locale and page.
+
+    Flask-Babel's own template functions look them up again for every string (the context,
+    the domain, the locale and its name: about 40 calls each, a tenth of a page's work). The
+    locale object is part of the key, so force_locale() and refresh() are followed at once.
+    """
+    if not has_request_context():
+        return get_translations()
+    locale = get_locale()
+    cached = g.get("_page_translations")
+    if cached is None or cached[0] is not locale:
+        cached = g._page_translations = (locale, get_translations())
+    return cached[1]
+
+
+def install_template_gettext(app: Flask) -> None:
+    """Give the templates gettext and friends through ``_translations`` (see there)."""
+    app.jinja_env.install_gettext_callables(
+        gettext=lambda s: _translations().ugettext(s),
+        ngettext=lambda s, p, n: _translations().ungettext(s, p, n),
+        newstyle=True,
+        pgettext=lambda c, s: _translations().upgettext(c, s),
+        npgettext=lambda c, s, p, n: _translations().unpgettext(c, s, p, n),
+    )
 
 
 def default_locale() -> str:

@@ -14,10 +14,12 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from flask import current_app
-from sqlalchemy import delete, or_, select
+from sqlalchemy import bindparam, delete, or_, select, update
 
 from .extensions import db
-from .models import Suppression, SuppressionReason, utcnow
+from .models import Suppression, SuppressionReason, UTCDateTime, utcnow
+
+_TABLE = Suppression.__table__
 
 
 def keys() -> list[bytes]:
@@ -79,6 +81,30 @@ def find(canonical: str) -> Suppression | None:
     return entry
 
 
+#: Built once: every signup asks twice (before and after taking the contact's lock).
+_ACTIVE = select(_TABLE.c.id, _TABLE.c.digest, _TABLE.c.reason).where(
+    _TABLE.c.digest.in_(bindparam("digests", expanding=True)),
+    or_(_TABLE.c.until.is_(None), _TABLE.c.until > bindparam("now", type_=UTCDateTime())),
+)
+_REKEY = update(_TABLE).where(_TABLE.c.id == bindparam("entry")).values(digest=bindparam("current"))
+
+
+def reason(canonical: str) -> SuppressionReason | None:
+    """Why ``canonical`` is suppressed, if it is: ``find``'s answer, read with Core.
+
+    An entry found under an old key is re-keyed in the caller's transaction, as ``find`` does.
+    """
+    digests = [digest(canonical, key) for key in _keys()]
+    db.session.flush()  # an entry added in this transaction counts, as with find()
+    connection = db.session.connection()
+    entry = connection.execute(_ACTIVE, {"digests": digests, "now": utcnow()}).first()
+    if entry is None:
+        return None
+    if entry.digest != digests[0]:
+        connection.execute(_REKEY, {"entry": entry.id, "current": digests[0]})
+    return entry.reason
+
+
 def add(canonical: str, reason: SuppressionReason, until: datetime | None = None) -> Suppression:
     """Suppress ``canonical`` in the caller's transaction; a permanent reason always wins."""
     lift(canonical, only_temporary=True)
@@ -92,15 +118,15 @@ def add(canonical: str, reason: SuppressionReason, until: datetime | None = None
     return entry
 
 
+#: Built once: every confirmation runs it. A Core DELETE on the table, because nothing in the
+#: session holds these rows and the ORM's matching would be work for nothing.
+_LIFT = delete(_TABLE).where(_TABLE.c.digest.in_(bindparam("digests", expanding=True)))
+_LIFT_TEMPORARY = _LIFT.where(_TABLE.c.until.is_not(None))
+
+
 def lift(canonical: str, *, only_temporary: bool = False) -> int:
     """Remove the entries of ``canonical``; only a fresh confirmation may call this for good."""
     digests = [digest(canonical, key) for key in _keys()]
-    statement = (
-        delete(Suppression)
-        .where(Suppression.digest.in_(digests))
-        # Nothing in the session holds these rows: skip the ORM's matching (and its autoflush).
-        .execution_options(synchronize_session=False)
-    )
-    if only_temporary:
-        statement = statement.where(Suppression.until.is_not(None))
-    return db.session.execute(statement).rowcount or 0
+    db.session.flush()  # an entry added in this transaction is removed too, as it always was
+    statement = _LIFT_TEMPORARY if only_temporary else _LIFT
+    return db.session.connection().execute(statement, {"digests": digests}).rowcount or 0

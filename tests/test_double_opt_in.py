@@ -44,6 +44,7 @@ from preference_center.models import (
     SignupRequest,
     Subscription,
     SubscriptionStatus,
+    Suppression,
     SuppressionReason,
     utcnow,
 )
@@ -666,6 +667,21 @@ def test_not_me_forgets_the_request_and_blocks_signup_emails_for_a_while(app, cl
         run_worker(app)
     assert len(smtp.messages) == 1, "blocked"
     assert client.get(found["confirm"]).status_code == 400
+
+
+def test_a_not_me_block_kept_under_the_previous_key_still_blocks_and_is_rekeyed(app, client, smtp):
+    app.config["SUPPRESSION_KEY"] = "old-key"
+    with app.app_context():
+        suppression.add(ADDRESS, SuppressionReason.NOT_ME, until=utcnow() + timedelta(days=90))
+        db.session.commit()
+    app.config.update(SUPPRESSION_KEY="new-key", SUPPRESSION_KEY_FALLBACKS=["old-key"])
+    assert post_signup(client, ADDRESS).status_code == 200
+    run_worker(app)
+    assert smtp.messages == [], "blocked during the key rotation too"
+    assert count(app, Contact) == 0
+    with app.app_context():
+        digests = db.session.scalars(select(Suppression.digest)).all()
+        assert digests == [suppression.digest(ADDRESS)], "moved to the current key"
 
 
 # --- E5: the link's lifetime starts when the email leaves -----------------------------------

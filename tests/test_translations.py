@@ -58,3 +58,19 @@ def test_dutch_uses_u_and_french_uses_vous():
         for message in catalogue(language):
             text = f" {message.string} ".lower() if isinstance(message.string, str) else ""
             assert not any(w in text for w in words), (language, message.id, message.string)
+
+
+def test_templates_follow_force_locale_within_a_request():
+    """Templates look their translations up once per locale and page (i18n._translations):
+    a switch of locale in the middle of a page is still followed, both ways."""
+    from flask_babel import force_locale
+
+    from preference_center import create_app
+
+    app = create_app({"TESTING": True, "SECRET_KEY": "t", "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+    with app.test_request_context("/", headers={"Accept-Language": "nl"}):
+        template = app.jinja_env.from_string('{{ _("Save") }}')
+        assert template.render() == "Opslaan"
+        with force_locale("fr"):
+            assert template.render() == "Enregistrer"
+        assert template.render() == "Opslaan"

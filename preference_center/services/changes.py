@@ -15,6 +15,7 @@ single writer and needs nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import event, insert, select, text
@@ -47,6 +48,30 @@ def record(kind: ChangeKind, contact: Contact, topic: Topic | None = None) -> No
             "email": None,
         },
     )
+
+
+def record_topics(kind: ChangeKind, subscriber_id: str, topic_ids: Iterable[int | None]) -> None:
+    """The entries ``record`` would add for these topics (None: the person, not a topic).
+
+    For the pages that work with plain ids rather than ORM objects; ``subscriber_id`` is the
+    contact's ``public_id``.
+    """
+    record_entries(subscriber_id, [(kind, topic_id) for topic_id in topic_ids])
+
+
+def record_entries(subscriber_id: str, entries: Iterable[tuple[ChangeKind, int | None]]) -> None:
+    """Like ``record_topics``, with a kind per entry; written in the order given.
+
+    Never for an erasure: its tombstones carry the address, which only ``record_erasure``
+    writes.
+    """
+    for kind, topic_id in entries:
+        if kind is ChangeKind.ERASED:
+            raise ValueError("erasure tombstones are written by record_erasure()")
+        _queue(
+            db.session,
+            {"kind": kind, "subscriber_id": subscriber_id, "topic_id": topic_id, "email": None},
+        )
 
 
 def record_erasure(contact: Contact) -> None:

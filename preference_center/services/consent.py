@@ -6,8 +6,11 @@ a row and leaves every earlier record pointing at what was really displayed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from ..config import SUPPORTED_LOCALES
 from ..extensions import db
@@ -44,6 +47,33 @@ class ConsentTextMissing(RuntimeError):
     """No consent text is published for a language: the signup form cannot be shown."""
 
 
+@dataclass(frozen=True, slots=True)
+class TextShown:
+    """The latest text as a page shows it, read with Core: the signup and preference pages
+    show one on every view, and an ORM object costs more to load than the page uses."""
+
+    id: int
+    version: int
+    body: str
+    published_at: datetime
+
+
+_TEXT = ConsentText.__table__
+#: Built once: every signup and preference page runs it.
+_LATEST = (
+    select(*(_TEXT.c[name] for name in TextShown.__slots__))
+    .where(_TEXT.c.kind == bindparam("kind"), _TEXT.c.language == bindparam("language"))
+    .order_by(_TEXT.c.version.desc())
+    .limit(1)
+)
+
+
+def _missing(language: str, kind: str) -> ConsentTextMissing:
+    return ConsentTextMissing(
+        f"no {kind} consent text in {language!r}: run `flask consent-texts seed`"
+    )
+
+
 def current(language: str, kind: str = SIGNUP) -> ConsentText:
     """The latest published text for ``language``."""
     text = db.session.scalar(
@@ -53,10 +83,16 @@ def current(language: str, kind: str = SIGNUP) -> ConsentText:
         .limit(1)
     )
     if text is None:
-        raise ConsentTextMissing(
-            f"no {kind} consent text in {language!r}: run `flask consent-texts seed`"
-        )
+        raise _missing(language, kind)
     return text
+
+
+def shown(language: str, kind: str = SIGNUP) -> TextShown:
+    """What a page shows of the latest published text for ``language`` (as ``current``)."""
+    row = db.session.connection().execute(_LATEST, {"kind": kind, "language": language}).first()
+    if row is None:
+        raise _missing(language, kind)
+    return TextShown(*row)
 
 
 def publish(language: str, body: str, kind: str = SIGNUP) -> ConsentText:

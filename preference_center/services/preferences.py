@@ -2,7 +2,8 @@
 
 A person reaches these only through a link we emailed them (a "manage" token), so there is no
 login. Every function is one transaction, locks the person's row first (see subscriptions.py)
-and writes a consent-ledger entry for every change.
+and writes a consent-ledger entry for every change. The page's own choices, and saving them,
+are in choices.py; leaving is in leaving.py.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from .. import addresses, suppression
 from ..config import SUPPORTED_LOCALES
@@ -26,18 +27,19 @@ from ..models import (
     ConsentEvent,
     ConsentText,
     Contact,
+    ContactSource,
     EmailChangeRequest,
     LeaveReason,
     OutboxMessage,
     RequestStatus,
     SignupRequest,
     Subscription,
-    SubscriptionStatus,
     SuppressionReason,
     Topic,
     utcnow,
 )
 from . import audit, changes
+from .leaving import Leaver
 from .subscriptions import Client, address_of, lock_contact, record_event, scrub_ledger
 
 LEAVE_REASONS = ("too-many", "not-relevant", "never-signed-up", "other")
@@ -49,10 +51,6 @@ class LinkRevoked(LookupError):
     """The manage link's contact is gone, or the link was revoked by a newer version."""
 
 
-class ChangedElsewhere(Exception):
-    """The preferences changed since the page was loaded, e.g. in another tab (F3)."""
-
-
 class InvalidChoice(ValueError):
     """A choice the page never offered (an unknown topic, frequency or date)."""
 
@@ -61,156 +59,48 @@ class AddressTaken(Exception):
     """The new address already belongs to another subscriber."""
 
 
-@dataclass(frozen=True)
-class TopicChoice:
-    topic: Topic
-    subscribed: bool
-    frequency: str | None
-
-
 # --- finding the person behind a link -------------------------------------------------------
 
 
-def contact_for_link(payload: dict[str, Any]) -> Contact:
+@dataclass(frozen=True, slots=True)
+class LinkedContact:
+    """The person a manage link is for, as the pages behind it need them: read with Core,
+    the only columns they use (every email links here, so it is read very often)."""
+
+    id: int
+    public_id: str
+    manage_version: int
+    email_display: str
+    first_name: str | None
+    language: str
+    paused_until: datetime | None
+    prefs_version: int
+    source: ContactSource
+    created_at: datetime
+
+
+#: Built once, like the other statements of the busiest pages: composing one costs more
+#: than running it.
+_LINKED_CONTACT = select(*(Contact.__table__.c[name] for name in LinkedContact.__slots__)).where(
+    Contact.__table__.c.public_id == bindparam("public_id")
+)
+
+
+def contact_for_link(payload: dict[str, Any]) -> LinkedContact:
     """The contact a manage link is for, if the link is still valid."""
-    contact = db.session.scalar(select(Contact).where(Contact.public_id == payload.get("c")))
-    if contact is None or contact.manage_version != payload.get("v"):
+    row = (
+        db.session.connection()
+        .execute(_LINKED_CONTACT, {"public_id": payload.get("c")})
+        .one_or_none()
+    )
+    if row is None or row.manage_version != payload.get("v"):
         raise LinkRevoked()
-    return contact
+    return LinkedContact(*row)
 
 
-def manage_payload(contact: Contact) -> dict[str, Any]:
+def manage_payload(contact: Contact | LinkedContact | Leaver) -> dict[str, Any]:
+    """What a manage link carries: the contact's public id and its links' version."""
     return {"c": contact.public_id, "v": contact.manage_version}
-
-
-def choices(contact: Contact) -> list[TopicChoice]:
-    """The topics shown on the preference page: the public ones and any the person has."""
-    subscriptions = {s.topic_id: s for s in contact.subscriptions}
-    topics = db.session.scalars(select(Topic).order_by(Topic.position, Topic.id)).all()
-    shown = []
-    for topic in topics:
-        subscription = subscriptions.get(topic.id)
-        if not topic.is_public and subscription is None:
-            continue
-        subscribed = (
-            subscription is not None and subscription.status is SubscriptionStatus.SUBSCRIBED
-        )
-        shown.append(
-            TopicChoice(topic, subscribed, subscription.frequency if subscription else None)
-        )
-    return shown
-
-
-# --- saving preferences ---------------------------------------------------------------------
-
-
-def update_preferences(
-    contact_id: int,
-    *,
-    expected_version: int,
-    subscribed: dict[str, str | None],
-    language: str,
-    first_name: str | None,
-    paused_until: date | None,
-    consent_text_id: int,
-    client: Client,
-) -> Contact:
-    """Apply the preference page as submitted: ``subscribed`` maps topic slug to frequency.
-
-    Refused with :class:`ChangedElsewhere` if anything changed since the page was shown, so
-    two tabs never silently merge (F3).
-    """
-    lock_contact(contact_id)
-    contact = db.session.get(Contact, contact_id, populate_existing=True)
-    if contact is None:
-        db.session.rollback()
-        raise LinkRevoked()
-    if contact.prefs_version != expected_version:
-        db.session.rollback()
-        raise ChangedElsewhere()
-    if language not in SUPPORTED_LOCALES:
-        raise InvalidChoice("language")
-    text = db.session.get(ConsentText, consent_text_id)
-    if text is None:
-        raise InvalidChoice("consent text")
-    pause = _pause_moment(paused_until)
-
-    offered = {choice.topic.slug: choice for choice in choices(contact)}
-    unknown = set(subscribed) - set(offered)
-    if unknown:
-        raise InvalidChoice(f"topics {sorted(unknown)}")
-    existing = {s.topic_id: s for s in contact.subscriptions}
-    now = utcnow()
-    changed = False
-
-    def log(action: ConsentAction, topic: Topic | None) -> None:
-        record_event(
-            action,
-            contact,
-            topic,
-            channel="preference-page",
-            client=client,
-            language=text.language,
-            text=text,
-        )
-
-    for slug, choice in offered.items():
-        topic = choice.topic
-        wanted = slug in subscribed
-        frequency = subscribed.get(slug) if wanted else None
-        if frequency is not None and frequency not in (topic.frequencies or []):
-            raise InvalidChoice(f"frequency {frequency!r} for {slug}")
-        if wanted and frequency is None and topic.frequencies:
-            frequency = topic.frequencies[0]
-        subscription = existing.get(topic.id)
-        if wanted and not choice.subscribed:
-            if subscription is None:
-                subscription = Subscription(contact=contact, topic=topic)
-                db.session.add(subscription)
-            subscription.status = SubscriptionStatus.SUBSCRIBED
-            subscription.confirmed_at = now
-            subscription.unsubscribed_at = None
-            subscription.frequency = frequency
-            log(ConsentAction.CONFIRMED, topic)
-            changes.record(ChangeKind.SUBSCRIBED, contact, topic)
-            changed = True
-        elif not wanted and choice.subscribed:
-            subscription.status = SubscriptionStatus.UNSUBSCRIBED
-            subscription.unsubscribed_at = now
-            log(ConsentAction.WITHDRAWN, topic)
-            changes.record(ChangeKind.UNSUBSCRIBED, contact, topic)
-            changed = True
-        elif wanted and subscription is not None and subscription.frequency != frequency:
-            subscription.frequency = frequency
-            log(ConsentAction.UPDATED, topic)
-            changes.record(ChangeKind.UPDATED, contact, topic)
-            changed = True
-
-    first_name = (first_name or "").strip()[:100] or None
-    if (language, first_name, pause) != (
-        contact.language,
-        contact.first_name,
-        contact.paused_until,
-    ):
-        contact.language, contact.first_name, contact.paused_until = language, first_name, pause
-        log(ConsentAction.UPDATED, None)
-        changes.record(ChangeKind.UPDATED, contact)
-        changed = True
-
-    if changed:
-        contact.prefs_version += 1
-    db.session.commit()
-    return contact
-
-
-def _pause_moment(day: date | None) -> datetime | None:
-    """Midnight UTC of the chosen day; a pause is in the future and lasts at most a year."""
-    if day is None:
-        return None
-    today = utcnow().date()
-    if day <= today or day - today > MAX_PAUSE:
-        raise InvalidChoice("pause date")
-    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 # --- links by email -------------------------------------------------------------------------

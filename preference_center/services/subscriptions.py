@@ -16,16 +16,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import addresses, suppression
 from ..extensions import db
-from ..mail import outbox
 from ..models import (
-    ChangeKind,
     ConsentAction,
     ConsentEvent,
     ConsentText,
@@ -39,9 +38,22 @@ from ..models import (
     SubscriptionStatus,
     SuppressionReason,
     Topic,
+    UTCDateTime,
     utcnow,
 )
-from . import changes
+
+# The confirmation and leaving have modules of their own; the names re-exported below ("x as
+# x") stay reachable from here, where the other steps of the double opt-in live.
+from . import outbox_rows, topics
+from .confirmation import ConfirmResult as ConfirmResult
+from .confirmation import RequestExpired as RequestExpired
+from .confirmation import RequestNotFound as RequestNotFound
+from .confirmation import confirm as confirm
+from .confirmation import describe as describe
+from .confirmation import find_request
+from .confirmation import subscribed_topics as subscribed_topics
+from .leaving import unsubscribe_all as unsubscribe_all
+from .topics import TopicLabel
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,18 +71,6 @@ class UnknownTopic(ValueError):
     """A topic that does not exist or is not public was asked for (catalogue C7)."""
 
 
-class RequestNotFound(LookupError):
-    """The link's request no longer exists (purged, or never did)."""
-
-
-class RequestExpired(Exception):
-    """The request's deadline passed; a fresh link can be sent (A2, A9)."""
-
-    def __init__(self, request: SignupRequest) -> None:
-        super().__init__("request expired")
-        self.request = request
-
-
 class Outcome(enum.Enum):
     """What a signup did. The visitor sees the same page whatever it is (C3, C4)."""
 
@@ -80,31 +80,50 @@ class Outcome(enum.Enum):
     BLOCKED = "blocked"
 
 
-@dataclass(frozen=True)
-class ConfirmResult:
-    """The state after a confirmation attempt, for the page that shows it."""
-
-    state: RequestStatus  # CONFIRMED now or before, or CANCELLED (an unsubscribe came first)
-    newly_confirmed: bool
-    contact: Contact
-    topics: list[Topic]
-
-
 # --- helpers --------------------------------------------------------------------------------
+
+
+_CONTACT = Contact.__table__
+
+#: An UPDATE that changes nothing but takes the lock; on the table, not through the ORM,
+#: which has nothing in its session to keep in step with it.
+_LOCK = (
+    update(_CONTACT)
+    .where(_CONTACT.c.id == bindparam("contact"))
+    .values(hard_bounces=_CONTACT.c.hard_bounces)
+)
 
 
 def lock_contact(contact_id: int) -> None:
     """Serialise every use case about this contact (see the module docstring)."""
-    db.session.execute(
-        update(Contact)
-        .where(Contact.id == contact_id)
-        .values(hard_bounces=Contact.hard_bounces)
-        .execution_options(synchronize_session=False)
-    )
+    db.session.execute(_LOCK, {"contact": contact_id})
 
 
-def _upsert_contact(address: addresses.Address, language: str, source: ContactSource) -> int:
-    """The contact's id, inserting it if needed; safe when two requests race (F1)."""
+def _contact_statement(dialect: str) -> Any:
+    """Insert the contact, or lock it if it exists, and return its id: one statement.
+
+    On a conflict the row gets the lock's UPDATE that changes nothing (see lock_contact; an
+    ON CONFLICT update does not apply onupdate, so updated_at is set here as the lock's
+    would set it). Two signups for one new address thus make one contact and run one after
+    the other (F1). public_id and the counters come from the column defaults.
+    """
+    statement = (postgresql if dialect == "postgresql" else sqlite).insert(_CONTACT)
+    return statement.on_conflict_do_update(
+        index_elements=[_CONTACT.c.email],
+        set_={"hard_bounces": _CONTACT.c.hard_bounces, "updated_at": statement.excluded.updated_at},
+    ).returning(_CONTACT.c.id)
+
+
+_INSERT_OR_LOCK_CONTACT = {
+    dialect: _contact_statement(dialect) for dialect in ("postgresql", "sqlite")
+}
+
+
+def _insert_or_lock_contact(
+    address: addresses.Address, language: str, source: ContactSource
+) -> int:
+    """The contact's id, inserting it if needed, with the contact locked; safe in races (F1)."""
+    dialect = "postgresql" if db.session.get_bind().dialect.name == "postgresql" else "sqlite"
     values = {
         "email": address.canonical,
         "email_display": address.display,
@@ -112,25 +131,18 @@ def _upsert_contact(address: addresses.Address, language: str, source: ContactSo
         "source": source,
         "address_kind": address.kind,
     }
-    dialect = db.session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # public_id and the counters come from the column defaults, as for an ORM insert.
-    statement = insert(Contact).values(**values)
-    db.session.execute(statement.on_conflict_do_nothing(index_elements=["email"]))
-    return db.session.scalar(select(Contact.id).where(Contact.email == address.canonical))
+    return db.session.connection().execute(_INSERT_OR_LOCK_CONTACT[dialect], values).scalar_one()
 
 
-def public_topics_by_slug(slugs: list[str]) -> list[Topic]:
+def public_topics_by_slug(slugs: list[str]) -> list[TopicLabel]:
     """The public topics named by ``slugs``; any unknown or private one refuses them all."""
     wanted = list(dict.fromkeys(s.strip() for s in slugs if s and s.strip()))
     if not wanted:
         return []
-    found = db.session.scalars(
-        select(Topic).where(Topic.slug.in_(wanted), Topic.is_public.is_(True))
-    ).all()
+    found = topics.public_labels_by_slug(wanted)
     if len(found) != len(wanted):
         raise UnknownTopic(", ".join(sorted(set(wanted) - {t.slug for t in found})))
-    return sorted(found, key=lambda t: (t.position, t.id))
+    return found
 
 
 def record_event(
@@ -172,23 +184,27 @@ def _request_lifetime() -> timedelta:
 
 
 def _queue_confirmation(
-    request: SignupRequest, contact: Contact, address: addresses.Address
+    request_public_id: str,
+    language: str,
+    first_name: str | None,
+    contact_id: int,
+    address: addresses.Address,
 ) -> str:
-    row = outbox.enqueue(
+    """The confirmation email of a request; returns its Message-ID (the ledger records it)."""
+    return outbox_rows.queue(
+        db.session.connection(),
         "confirm",
-        address,
-        request.language,
-        to_name=request.first_name,
-        context={"request": request.public_id},
-        contact=contact,
+        address.ascii,
+        language,
+        to_name=first_name,
+        context={"request": request_public_id},
+        contact_id=contact_id,
         category="confirmation",
     )
-    return row.message_id
 
 
 def _blocked(address: addresses.Address) -> bool:
-    entry = suppression.find(address.canonical)
-    return entry is not None and entry.reason is SuppressionReason.NOT_ME
+    return suppression.reason(address.canonical) is SuppressionReason.NOT_ME
 
 
 def address_of(contact: Contact) -> addresses.Address:
@@ -196,6 +212,29 @@ def address_of(contact: Contact) -> addresses.Address:
 
 
 # --- use cases ------------------------------------------------------------------------------
+
+
+_TEXT = ConsentText.__table__
+_REQUEST = SignupRequest.__table__
+_SUBSCRIPTION = Subscription.__table__
+#: Built once, like every statement of a signup: composing one costs more than running it.
+_CONSENT_TEXT = select(_TEXT.c.id, _TEXT.c.language, _TEXT.c.sha256).where(
+    _TEXT.c.id == bindparam("text")
+)
+_SUBSCRIBED_TOPICS = select(_SUBSCRIPTION.c.topic_id).where(
+    _SUBSCRIPTION.c.contact_id == bindparam("contact"),
+    _SUBSCRIPTION.c.status == SubscriptionStatus.SUBSCRIBED,
+)
+_RECENT_REQUEST = (
+    select(_REQUEST.c.id)
+    .where(
+        _REQUEST.c.contact_id == bindparam("contact"),
+        _REQUEST.c.created_at > bindparam("since", type_=UTCDateTime()),
+    )
+    .limit(1)
+)
+_INSERT_REQUEST = insert(_REQUEST).returning(_REQUEST.c.id, _REQUEST.c.public_id)
+_RECORD_REQUESTED = insert(ConsentEvent.__table__).values(action=ConsentAction.REQUESTED)
 
 
 def request_subscription(
@@ -212,187 +251,80 @@ def request_subscription(
     """Record a signup and queue its confirmation email, unless there is nothing to confirm.
 
     Raises :class:`addresses.InvalidAddress`, :class:`UnknownTopic` or ``LookupError`` (no such
-    consent text) before anything is written.
+    consent text) before anything is written. Every form submission runs this, so it reads
+    and writes with Core statements built once, one per table.
     """
     address = addresses.parse(
         raw_email, check_deliverability=current_app.config["EMAIL_CHECK_DELIVERABILITY"]
     )
-    topics = public_topics_by_slug(topic_slugs)
-    if not topics:
+    topics_asked = public_topics_by_slug(topic_slugs)
+    if not topics_asked:
         raise UnknownTopic("no topic chosen")
-    text = db.session.get(ConsentText, consent_text_id)
+    connection = db.session.connection()
+    text = connection.execute(_CONSENT_TEXT, {"text": consent_text_id}).first()
     if text is None:
         raise LookupError("unknown consent text")
 
     if _blocked(address):
         # The owner of the address said "not me": store nothing, send nothing.
-        db.session.commit()  # find() may have re-keyed the entry
+        db.session.commit()  # reason() may have re-keyed the entry
         return Outcome.BLOCKED
 
-    contact_id = _upsert_contact(address, language, ContactSource.FORM)
-    lock_contact(contact_id)
-    contact = db.session.get(Contact, contact_id, populate_existing=True)
+    contact_id = _insert_or_lock_contact(address, language, ContactSource.FORM)
     now = utcnow()
     if _blocked(address):  # a "not me" that committed while we waited for the lock
         db.session.commit()
         return Outcome.BLOCKED
 
-    subscribed = set(
-        db.session.scalars(
-            select(Subscription.topic_id).where(
-                Subscription.contact_id == contact_id,
-                Subscription.status == SubscriptionStatus.SUBSCRIBED,
-            )
-        )
-    )
-    wanted = [t for t in topics if t.id not in subscribed]
+    subscribed = set(connection.execute(_SUBSCRIBED_TOPICS, {"contact": contact_id}).scalars())
+    wanted = [t for t in topics_asked if t.id not in subscribed]
     if not wanted:
         db.session.commit()
         return Outcome.ALREADY_SUBSCRIBED  # no email, no disclosure (C3)
 
     window = timedelta(seconds=int(current_app.config["CONFIRM_EMAIL_INTERVAL"]))
-    recent = db.session.scalar(
-        select(SignupRequest.id)
-        .where(SignupRequest.contact_id == contact_id, SignupRequest.created_at > now - window)
-        .limit(1)
-    )
-    if recent is not None:
+    since = now - window
+    if connection.execute(_RECENT_REQUEST, {"contact": contact_id, "since": since}).first():
         db.session.commit()
         return Outcome.THROTTLED  # one confirmation email per address per window (C2)
 
-    request = SignupRequest(
-        contact=contact,
-        topic_ids=[t.id for t in wanted],
-        language=language,
-        first_name=(first_name or "").strip()[:100] or None,
-        source_label=source_label,
-        channel=channel,
-        consent_text_id=text.id,
-        expires_at=now + _request_lifetime(),
+    first_name = (first_name or "").strip()[:100] or None
+    request = connection.execute(
+        _INSERT_REQUEST,
+        {
+            "contact_id": contact_id,
+            "topic_ids": [t.id for t in wanted],
+            "language": language,
+            "first_name": first_name,
+            "source_label": source_label,
+            "channel": channel,
+            "consent_text_id": text.id,
+            "expires_at": now + _request_lifetime(),
+        },
+    ).one()
+    message_id = _queue_confirmation(request.public_id, language, first_name, contact_id, address)
+    user_agent = client.ua()
+    connection.execute(
+        _RECORD_REQUESTED,
+        [
+            {
+                "contact_id": contact_id,
+                "topic_id": topic.id,
+                "channel": channel,
+                "ip": client.ip,
+                "user_agent": user_agent,
+                "language": text.language,
+                "consent_text_id": text.id,
+                "consent_text_sha256": text.sha256,
+                "message_id": message_id,
+                "request_id": request.id,
+                "import_batch_id": None,
+            }
+            for topic in wanted
+        ],
     )
-    db.session.add(request)
-    db.session.flush()
-    message_id = _queue_confirmation(request, contact, address)
-    for topic in wanted:
-        record_event(
-            ConsentAction.REQUESTED,
-            contact,
-            topic,
-            channel=channel,
-            client=client,
-            language=text.language,
-            text=text,
-            message_id=message_id,
-            request=request,
-        )
     db.session.commit()
     return Outcome.EMAILED
-
-
-def find_request(public_id: str) -> SignupRequest:
-    request = db.session.scalar(select(SignupRequest).where(SignupRequest.public_id == public_id))
-    if request is None:
-        raise RequestNotFound(public_id)
-    return request
-
-
-def topics_of(request: SignupRequest) -> list[Topic]:
-    if not request.topic_ids:
-        return []
-    found = db.session.scalars(select(Topic).where(Topic.id.in_(request.topic_ids))).all()
-    return sorted(found, key=lambda t: (t.position, t.id))
-
-
-def subscribed_topics(contact_id: int, among: list[Topic]) -> list[Topic]:
-    """Which of ``among`` the contact is subscribed to right now."""
-    ids = set(
-        db.session.scalars(
-            select(Subscription.topic_id).where(
-                Subscription.contact_id == contact_id,
-                Subscription.status == SubscriptionStatus.SUBSCRIBED,
-            )
-        )
-    )
-    return [t for t in among if t.id in ids]
-
-
-def describe(public_id: str) -> ConfirmResult:
-    """What a confirmation link would confirm, without changing anything (the GET, B1)."""
-    request = find_request(public_id)
-    if request.status is RequestStatus.PENDING and request.expires_at <= utcnow():
-        raise RequestExpired(request)
-    return ConfirmResult(request.status, False, request.contact, topics_of(request))
-
-
-def confirm(public_id: str, client: Client) -> ConfirmResult:
-    """Turn a pending request into subscriptions, once; a repeat shows the state (A7, A8)."""
-    request = find_request(public_id)
-    lock_contact(request.contact_id)
-    request = db.session.get(SignupRequest, request.id, populate_existing=True)
-    if request is None:  # purged while we waited for the lock
-        db.session.rollback()
-        raise RequestNotFound(public_id)
-    contact = db.session.get(Contact, request.contact_id, populate_existing=True)
-    topics = topics_of(request)
-    now = utcnow()
-
-    if request.status is not RequestStatus.PENDING:
-        db.session.commit()
-        return ConfirmResult(request.status, False, contact, topics)
-    if request.expires_at <= now:
-        db.session.commit()
-        raise RequestExpired(request)
-
-    request.status = RequestStatus.CONFIRMED
-    request.confirmed_at = now
-    if request.import_batch_id is not None:
-        from .repermission import record_confirmation  # imports are a later layer
-
-        record_confirmation(request)
-    if request.first_name:
-        contact.first_name = request.first_name
-    contact.language = request.language
-    text = request.consent_text
-    existing = {
-        s.topic_id: s
-        for s in db.session.scalars(
-            select(Subscription).where(Subscription.contact_id == contact.id)
-        )
-    }
-    for topic in topics:
-        subscription = existing.get(topic.id)
-        if subscription is None:
-            subscription = Subscription(contact=contact, topic=topic)
-            db.session.add(subscription)
-        subscription.status = SubscriptionStatus.SUBSCRIBED
-        subscription.confirmed_at = now
-        subscription.unsubscribed_at = None
-        changes.record(ChangeKind.SUBSCRIBED, contact, topic)
-        record_event(
-            ConsentAction.CONFIRMED,
-            contact,
-            topic,
-            channel=request.channel,
-            client=client,
-            language=request.language,
-            text=text,
-            request=request,
-        )
-    # A fresh, explicit confirmation is the only thing that lifts a suppression (C11, K4).
-    suppression.lift(contact.email)
-    contact.prefs_version += 1
-    # One welcome email, with the person's own preference link and one-click unsubscribe.
-    outbox.enqueue(
-        "welcome",
-        address_of(contact),
-        contact.language,
-        to_name=contact.first_name,
-        context={"contact": contact.public_id, "topics": [t.id for t in topics]},
-        contact=contact,
-        category="marketing",
-    )
-    db.session.commit()
-    return ConfirmResult(RequestStatus.CONFIRMED, True, contact, topics)
 
 
 def not_me(public_id: str) -> None:
@@ -476,56 +408,8 @@ def resend_confirmation(public_id: str) -> bool:
         db.session.commit()
         return False
     request.expires_at = now + _request_lifetime()
-    _queue_confirmation(request, contact, address_of(contact))
+    _queue_confirmation(
+        request.public_id, request.language, request.first_name, contact.id, address_of(contact)
+    )
     db.session.commit()
     return True
-
-
-def unsubscribe_all(
-    contact_id: int, *, channel: str, client: Client, topic_ids: list[int] | None = None
-) -> int:
-    """Leave every topic (or only ``topic_ids``); returns how many topics were left.
-
-    Leaving everything also cancels every pending request, so an old confirmation link can
-    never undo an unsubscribe (A8, F2). Repeating it changes nothing (B2: idempotent).
-    """
-    lock_contact(contact_id)
-    contact = db.session.get(Contact, contact_id, populate_existing=True)
-    if contact is None:
-        db.session.rollback()
-        return 0
-    now = utcnow()
-    left = 0
-    query = select(Subscription).where(
-        Subscription.contact_id == contact_id,
-        Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
-    )
-    if topic_ids is not None:
-        query = query.where(Subscription.topic_id.in_(topic_ids))
-    for subscription in db.session.scalars(query).all():
-        subscription.status = SubscriptionStatus.UNSUBSCRIBED
-        subscription.unsubscribed_at = now
-        changes.record(ChangeKind.UNSUBSCRIBED, contact, subscription.topic)
-        record_event(
-            ConsentAction.WITHDRAWN,
-            contact,
-            subscription.topic,
-            channel=channel,
-            client=client,
-            language=contact.language,
-        )
-        left += 1
-    if topic_ids is None:
-        db.session.execute(
-            update(SignupRequest)
-            .where(
-                SignupRequest.contact_id == contact_id,
-                SignupRequest.status == RequestStatus.PENDING,
-            )
-            .values(status=RequestStatus.CANCELLED)
-            .execution_options(synchronize_session=False)
-        )
-    if left:
-        contact.prefs_version += 1
-    db.session.commit()
-    return left

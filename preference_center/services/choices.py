@@ -1,0 +1,266 @@
+"""The preference page's choices: which topics it offers, and saving what the person chose.
+
+Saving is one transaction that locks the person's row first (see subscriptions.py) and writes
+a consent-ledger entry and a change-feed entry for every change. The page is saved often, so
+the writes are Core statements, one per kind of change, built once at import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+
+from sqlalchemy import bindparam, insert, select, update
+
+from ..config import SUPPORTED_LOCALES
+from ..extensions import db
+from ..models import (
+    ChangeKind,
+    ConsentAction,
+    ConsentEvent,
+    ConsentText,
+    Contact,
+    Subscription,
+    SubscriptionStatus,
+    Topic,
+    UTCDateTime,
+    utcnow,
+)
+from . import changes, topics
+from .confirmation import subscribe
+from .preferences import MAX_PAUSE, InvalidChoice, LinkedContact, LinkRevoked
+from .subscriptions import Client
+from .topics import TopicLabel
+
+
+class ChangedElsewhere(Exception):
+    """The preferences changed since the page was loaded, e.g. in another tab (F3)."""
+
+
+@dataclass(frozen=True)
+class TopicChoice:
+    topic: TopicLabel
+    subscribed: bool
+    frequency: str | None
+
+
+_TOPIC = Topic.__table__
+_SUBSCRIPTION = Subscription.__table__
+
+#: Every topic with this contact's subscription to it, if any, in display order.
+_TOPICS_WITH_SUBSCRIPTION = (
+    topics.select_labels()
+    .add_columns(_SUBSCRIPTION.c.id, _SUBSCRIPTION.c.status, _SUBSCRIPTION.c.frequency)
+    .outerjoin(
+        _SUBSCRIPTION,
+        (_SUBSCRIPTION.c.topic_id == _TOPIC.c.id)
+        & (_SUBSCRIPTION.c.contact_id == bindparam("contact_id")),
+    )
+    .order_by(_TOPIC.c.position, _TOPIC.c.id)
+)
+_LABEL_COLUMNS = len(TopicLabel.__slots__)
+
+
+def choices(contact: Contact | LinkedContact) -> list[TopicChoice]:
+    """The topics shown on the preference page: the public ones and any the person has."""
+    return _choices(contact.id)
+
+
+def _choices(contact_id: int) -> list[TopicChoice]:
+    shown = []
+    rows = db.session.connection().execute(_TOPICS_WITH_SUBSCRIPTION, {"contact_id": contact_id})
+    for row in rows:
+        topic = TopicLabel(*row[:_LABEL_COLUMNS])
+        subscription_id, status, frequency = row[_LABEL_COLUMNS:]
+        if not topic.is_public and subscription_id is None:
+            continue
+        shown.append(TopicChoice(topic, status is SubscriptionStatus.SUBSCRIBED, frequency))
+    return shown
+
+
+# --- saving -----------------------------------------------------------------------------------
+
+_CONTACT = Contact.__table__
+
+
+@dataclass(frozen=True)
+class SavedPreferences:
+    """What the page was saved as (the next page speaks ``language``)."""
+
+    language: str
+    prefs_version: int
+
+
+#: The lock of subscriptions.lock_contact, returning what the page may change.
+_LOCK_FOR_SAVE = (
+    update(_CONTACT)
+    .where(_CONTACT.c.id == bindparam("contact"))
+    .values(hard_bounces=_CONTACT.c.hard_bounces)
+    .returning(
+        _CONTACT.c.public_id,
+        _CONTACT.c.language,
+        _CONTACT.c.first_name,
+        _CONTACT.c.paused_until,
+        _CONTACT.c.prefs_version,
+    )
+)
+_CONSENT_TEXT = select(ConsentText.__table__.c.language, ConsentText.__table__.c.sha256).where(
+    ConsentText.__table__.c.id == bindparam("text")
+)
+_NOW = bindparam("now", type_=UTCDateTime())
+_LEAVE_TOPICS = (
+    update(_SUBSCRIPTION)
+    .where(
+        _SUBSCRIPTION.c.contact_id == bindparam("contact"),
+        _SUBSCRIPTION.c.topic_id.in_(bindparam("topics", expanding=True)),
+    )
+    .values(
+        status=SubscriptionStatus.UNSUBSCRIBED,
+        unsubscribed_at=_NOW,
+        version=_SUBSCRIPTION.c.version + 1,
+    )
+)
+_CHANGE_FREQUENCY = (
+    update(_SUBSCRIPTION)
+    .where(
+        _SUBSCRIPTION.c.contact_id == bindparam("contact"),
+        _SUBSCRIPTION.c.topic_id == bindparam("topic"),
+    )
+    .values(frequency=bindparam("new_frequency"), version=_SUBSCRIPTION.c.version + 1)
+)
+_SAVE_CONTACT = (
+    update(_CONTACT)
+    .where(_CONTACT.c.id == bindparam("contact"))
+    .values(
+        language=bindparam("new_language"),
+        first_name=bindparam("new_first_name"),
+        paused_until=bindparam("new_paused_until", type_=UTCDateTime()),
+        prefs_version=_CONTACT.c.prefs_version + 1,
+    )
+)
+_RECORD = insert(ConsentEvent.__table__).values(channel="preference-page")
+
+
+def update_preferences(
+    contact_id: int,
+    *,
+    expected_version: int,
+    subscribed: dict[str, str | None],
+    language: str,
+    first_name: str | None,
+    paused_until: date | None,
+    consent_text_id: int,
+    client: Client,
+) -> SavedPreferences:
+    """Apply the preference page as submitted: ``subscribed`` maps topic slug to frequency.
+
+    Refused with :class:`ChangedElsewhere` if anything changed since the page was shown, so
+    two tabs never silently merge (F3). Everything is checked before anything is written;
+    the writes are Core statements, one per kind of change (the page is saved often).
+    """
+    # Core statements on the session's connection: the ORM's execute adds nothing here.
+    connection = db.session.connection()
+    contact = connection.execute(_LOCK_FOR_SAVE, {"contact": contact_id}).one_or_none()
+    if contact is None:
+        db.session.rollback()
+        raise LinkRevoked()
+    if contact.prefs_version != expected_version:
+        db.session.rollback()
+        raise ChangedElsewhere()
+    if language not in SUPPORTED_LOCALES:
+        raise InvalidChoice("language")
+    text = connection.execute(_CONSENT_TEXT, {"text": consent_text_id}).one_or_none()
+    if text is None:
+        raise InvalidChoice("consent text")
+    pause = _pause_moment(paused_until)
+
+    offered = {choice.topic.slug: choice for choice in _choices(contact_id)}
+    unknown = set(subscribed) - set(offered)
+    if unknown:
+        raise InvalidChoice(f"topics {sorted(unknown)}")
+    joined: dict[int, str | None] = {}  # topic id: frequency
+    left: list[int] = []
+    refrequenced: dict[int, str | None] = {}
+    entries: list[tuple[ConsentAction, ChangeKind, int | None]] = []  # in the page's order
+    for slug, choice in offered.items():
+        topic = choice.topic
+        wanted = slug in subscribed
+        frequency = subscribed.get(slug) if wanted else None
+        if frequency is not None and frequency not in (topic.frequencies or []):
+            raise InvalidChoice(f"frequency {frequency!r} for {slug}")
+        if wanted and frequency is None and topic.frequencies:
+            frequency = topic.frequencies[0]
+        if wanted and not choice.subscribed:
+            joined[topic.id] = frequency
+            entries.append((ConsentAction.CONFIRMED, ChangeKind.SUBSCRIBED, topic.id))
+        elif not wanted and choice.subscribed:
+            left.append(topic.id)
+            entries.append((ConsentAction.WITHDRAWN, ChangeKind.UNSUBSCRIBED, topic.id))
+        elif wanted and choice.frequency != frequency:  # subscribed, at another frequency
+            refrequenced[topic.id] = frequency
+            entries.append((ConsentAction.UPDATED, ChangeKind.UPDATED, topic.id))
+    first_name = (first_name or "").strip()[:100] or None
+    if (language, first_name, pause) != (
+        contact.language,
+        contact.first_name,
+        contact.paused_until,
+    ):
+        entries.append((ConsentAction.UPDATED, ChangeKind.UPDATED, None))
+
+    if not entries:
+        db.session.commit()
+        return SavedPreferences(contact.language, contact.prefs_version)
+    now = utcnow()
+    if joined:
+        subscribe(connection, contact_id, list(joined), now, frequencies=joined)
+    if left:
+        connection.execute(_LEAVE_TOPICS, {"contact": contact_id, "topics": left, "now": now})
+    if refrequenced:
+        connection.execute(
+            _CHANGE_FREQUENCY,
+            [
+                {"contact": contact_id, "topic": topic_id, "new_frequency": frequency}
+                for topic_id, frequency in refrequenced.items()
+            ],
+        )
+    # The person's fields are written as submitted (unchanged ones keep their value), and
+    # prefs_version goes up, so a page shown before this save is stale (F3).
+    connection.execute(
+        _SAVE_CONTACT,
+        {
+            "contact": contact_id,
+            "new_language": language,
+            "new_first_name": first_name,
+            "new_paused_until": pause,
+        },
+    )
+    user_agent = client.ua()
+    connection.execute(
+        _RECORD,
+        [
+            {
+                "contact_id": contact_id,
+                "topic_id": topic_id,
+                "action": action,
+                "ip": client.ip,
+                "user_agent": user_agent,
+                "language": text.language,
+                "consent_text_id": consent_text_id,
+                "consent_text_sha256": text.sha256,
+            }
+            for action, _kind, topic_id in entries
+        ],
+    )
+    changes.record_entries(contact.public_id, [(kind, topic_id) for _a, kind, topic_id in entries])
+    db.session.commit()
+    return SavedPreferences(language, contact.prefs_version + 1)
+
+
+def _pause_moment(day: date | None) -> datetime | None:
+    """Midnight UTC of the chosen day; a pause is in the future and lasts at most a year."""
+    if day is None:
+        return None
+    today = utcnow().date()
+    if day <= today or day - today > MAX_PAUSE:
+        raise InvalidChoice("pause date")
+    return datetime.combine(day, time.min, tzinfo=UTC)
