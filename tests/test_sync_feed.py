@@ -16,7 +16,7 @@ from sync_support import CLIENT, bearer, confirmed, contact_id, new_token, read_
 from preference_center import tokens
 from preference_center.extensions import db
 from preference_center.models import ApiToken, AuditEntry, SubscriberChange, utcnow
-from preference_center.services import consent, feed, preferences, retention, subscriptions
+from preference_center.services import choices, consent, feed, preferences, retention, subscriptions
 
 
 @pytest.fixture(autouse=True)
@@ -157,7 +157,7 @@ def test_profile_changes_and_address_changes_reach_the_list_as_updates(app, clie
     with app.app_context():
         cid = contact_id(app, "jan@example.be")
         contact = db.session.get(preferences.Contact, cid)
-        preferences.update_preferences(
+        choices.update_preferences(
             cid,
             expected_version=contact.prefs_version,
             subscribed={"newsletter": None},
