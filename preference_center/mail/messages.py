@@ -21,13 +21,12 @@ from urllib.parse import quote
 
 import flask_mail
 import idna
-from flask import current_app, render_template
-from flask_babel import force_locale
+from flask import current_app
 from jinja2 import TemplateError, TemplateNotFound
 
 from ..i18n import email_language
 from ..models import OutboxMessage
-from . import wire
+from . import templating, wire
 from .builders import BUILDERS
 
 #: CRLF on the wire; RFC 5322 allows 998 octets per line, and folding a List-Unsubscribe
@@ -112,11 +111,11 @@ def _with_unsubscribe(rendered: Rendered, context: dict[str, Any]) -> Rendered:
 
 
 def _render(template: str, language: str, context: dict[str, Any]) -> Rendered:
-    with force_locale(language):
-        subject = render_template(f"email/{template}/subject.txt", **context)
-        text = render_template(f"email/{template}/body.txt", **context)
+    with templating.email_context(language, context) as values:
+        subject = templating.render(f"email/{template}/subject.txt", values)
+        text = templating.render(f"email/{template}/body.txt", values)
         try:
-            html: str | None = render_template(f"email/{template}/body.html", **context)
+            html: str | None = templating.render(f"email/{template}/body.html", values)
         except TemplateNotFound:
             html = None
     # A subject is one line, whatever the template's whitespace.
