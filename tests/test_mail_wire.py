@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import socket
 
+import flask_mail
 import pytest
 
 from preference_center.mail import messages, wire
@@ -104,3 +106,25 @@ def test_the_boundary_never_appears_in_a_body(monkeypatch):
     taken = b"--" + b"=" * 15 + b"%019d" % 7 + b"=="
     written = wire.write({"Subject": "x"}, taken.decode(), "<p>x</p>")
     assert b"%019d" % 8 in BOUNDARY.search(written).group(1)
+
+
+def test_an_outbox_mail_has_the_attributes_of_a_flask_mail_message(app):
+    with app.app_context():
+        ours = make_mail(html=None, sender=None)
+        theirs = flask_mail.Message(subject="Hello", recipients=["jan@example.be"])
+        assert set(vars(ours)) - {"to_name"} == set(vars(theirs))
+        assert ours.sender == theirs.sender == app.config["MAIL_DEFAULT_SENDER"]
+        assert make_mail(sender=("Team", "team@prefs.example.be")).sender == (
+            "Team <team@prefs.example.be>"
+        )
+
+
+def test_building_a_message_looks_up_no_host_name(app, monkeypatch):
+    def no_dns():
+        raise AssertionError("socket.getfqdn() is a reverse DNS lookup per message")
+
+    monkeypatch.setattr(socket, "getfqdn", no_dns)
+    with app.app_context():
+        mail = make_mail()
+        assert mail.msgId == "<1.2@prefs.example.be>"
+        assert b"Message-ID: <1.2@prefs.example.be>\r\n" in mail.as_bytes()

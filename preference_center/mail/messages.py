@@ -16,6 +16,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import formataddr, formatdate, getaddresses, make_msgid
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -127,14 +128,48 @@ class OutboxMail(flask_mail.Message):
 
     Flask-Mail 0.10 checks only some headers for CR/LF, converts IDN domains with the IDNA 2003
     codec and folds every header at 78 characters. Here recipients are already IDNA 2008 ASCII
-    (``addresses.parse``), every header is checked, and the MIME tree is built with the modern
-    ``email`` API.
+    (``addresses.parse``), every header is checked, and the bytes are written by ``wire.py``
+    (or the compat32 generator) with lines folded only past 998 octets.
     """
 
-    def __init__(self, *, to_name: str | None, message_id: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.to_name = to_name
+    def __init__(
+        self,
+        *,
+        to_name: str | None,
+        message_id: str,
+        subject: str = "",
+        recipients: list[str] | None = None,
+        body: str | None = None,
+        html: str | None = None,
+        sender: str | tuple[str, str] | None = None,
+        reply_to: str | None = None,
+        date: float | None = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        # Flask-Mail's own __init__ is not called: it mints a Message-ID with make_msgid(),
+        # whose socket.getfqdn() is a reverse DNS lookup for every message, only for the row's
+        # stable one to replace it. Its attributes are set here instead; a test checks the two
+        # lists stay the same.
+        sender = sender or current_app.extensions["mail"].default_sender
+        if isinstance(sender, tuple):
+            sender = f"{sender[0]} <{sender[1]}>"
+        self.recipients = list(recipients or [])
+        self.subject = subject
+        self.sender = sender
+        self.reply_to = reply_to
+        self.cc = []
+        self.bcc = []
+        self.body = body
+        self.alts = {}
+        self.html = html
+        self.date = date
         self.msgId = message_id
+        self.charset = None
+        self.extra_headers = extra_headers
+        self.mail_options = []
+        self.rcpt_options = []
+        self.attachments = []
+        self.to_name = to_name
 
     def all_headers(self) -> dict[str, str]:
         """Every header as it will be written, computed once per message."""
@@ -223,6 +258,7 @@ def sender_domain() -> str:
         return "localhost"
 
 
+@lru_cache(maxsize=16)  # one sender, normally: parsing it cost as much as a template
 def _sender(sender: str | tuple[str, str]) -> str:
     if isinstance(sender, tuple):
         return _format_address(*sender)
