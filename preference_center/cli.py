@@ -162,18 +162,31 @@ def topics_seed() -> None:
 @click.option("--once", is_flag=True, help="Deliver everything that is due, then exit.")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--poll-interval", type=float, default=None, help="Seconds between polls when idle.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 32),
+    default=None,
+    help="SMTP connections sending at once, one thread each (default OUTBOX_CONCURRENCY, 1).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def outbox_work(
-    once: bool, batch_size: int | None, poll_interval: float | None, as_json: bool
+    once: bool,
+    batch_size: int | None,
+    poll_interval: float | None,
+    concurrency: int | None,
+    as_json: bool,
 ) -> None:
     """Run the outbox worker (any number may run at once on PostgreSQL)."""
-    worker = outbox.Worker(batch_size=batch_size, poll_interval=poll_interval)
+    worker = outbox.Worker(
+        batch_size=batch_size, poll_interval=poll_interval, concurrency=concurrency
+    )
     worker.side_jobs.append(imports.run_queued)  # uploads from the web are imported here
     if not once:
         config_ = current_app.config
         click.echo(
             f"Outbox worker {worker.name} sending through {config_['MAIL_SERVER']}:{config_['MAIL_PORT']}"
-            " (Ctrl-C to stop)."
+            + (f" over {worker.concurrency} connections" if worker.concurrency > 1 else "")
+            + " (Ctrl-C to stop)."
         )
 
     def progress(report: outbox.BatchReport) -> None:

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     # Outbox worker.
     "OUTBOX_BATCH_SIZE": 50,
     "OUTBOX_POLL_INTERVAL": 2.0,
+    "OUTBOX_CONCURRENCY": 1,  # sender loops (threads, one SMTP connection each) per worker
     "OUTBOX_RETRY_BASE": 60,
     "OUTBOX_RETRY_MAX": 3600,
     "OUTBOX_RETRY_PERIOD": 5 * 24 * 3600,

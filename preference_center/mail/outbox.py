@@ -6,7 +6,8 @@ reused SMTP connection, and marks each row sent in its own short transaction, so
 * two workers never send the same row (the claim is an atomic conditional UPDATE, with
   ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so workers don't queue behind each other);
 * a worker killed mid-batch loses nothing: its lease expires and the rows go out again,
-  with the same Message-ID (at-least-once; at most the message in flight is repeated);
+  with the same Message-ID (at-least-once; at most the message in flight is repeated, one per
+  SMTP connection when the worker sends over several, see ``worker.py``);
 * temporary failures back off exponentially, permanent ones are recorded and never retried.
 """
 

@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -23,13 +24,23 @@ def worker_name() -> str:
 
 
 class Worker:
-    """Runs the outbox until stopped (SIGINT/SIGTERM finish the message in flight first)."""
+    """Runs the outbox until stopped (SIGINT/SIGTERM finish the batch in flight first).
+
+    With ``concurrency`` N above 1 (``OUTBOX_CONCURRENCY``), N sender loops run in threads of
+    this process. Each is a worker of its own as far as the outbox is concerned: its own lease
+    name, its own claims (so two loops never send one row, like two worker processes), its own
+    SMTP connection, database session and connection. While one loop waits for the SMTP server,
+    another renders and records, so a relay's round trips overlap. Each loop marks a row sent
+    right after the server accepted it, so a crash repeats at most one message per loop: at
+    most N for the process, as if N single workers had been killed at once (catalogue E4).
+    """
 
     def __init__(
         self,
         batch_size: int | None = None,
         poll_interval: float | None = None,
         name: str | None = None,
+        concurrency: int | None = None,
     ) -> None:
         config = current_app.config
         self.name = name or worker_name()
@@ -37,6 +48,9 @@ class Worker:
         self.poll_interval = (
             poll_interval if poll_interval is not None else float(config["OUTBOX_POLL_INTERVAL"])
         )
+        self.concurrency = concurrency or int(config["OUTBOX_CONCURRENCY"])
+        if self.concurrency < 1:
+            raise ValueError("the outbox concurrency must be at least 1")
         timeout = float(config["MAIL_TIMEOUT"])
         # Every SMTP step is bounded by the timeout; allow a few per message, plus margin.
         self.per_message = timedelta(seconds=timeout * 4)
@@ -45,6 +59,7 @@ class Worker:
         self.total = BatchReport()
         #: Other queued work run between batches (the CLI adds the import jobs).
         self.side_jobs: list[Callable[[], object]] = []
+        self._lock = threading.Lock()
 
     def stop(self, *_: object) -> None:
         self.stopping = True
@@ -56,12 +71,57 @@ class Worker:
         if not once:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
+        if self.concurrency == 1:
+            self._loop(self.name, once, on_batch, side_jobs=True)
+            return self.total
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        failures: list[BaseException] = []
+
+        def loop(index: int) -> None:
+            try:
+                with app.app_context():
+                    # The first loop also runs the side jobs: one import at a time, as before.
+                    self._loop(f"{self.name[:59]}/{index}", once, on_batch, side_jobs=index == 0)
+            except BaseException as exc:  # re-raised by run() once every loop has stopped
+                failures.append(exc)
+                self.stopping = True  # the others finish their batch and stop
+
+        threads = [
+            threading.Thread(target=loop, args=(index,), name=f"outbox-{index}", daemon=True)
+            for index in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                # A timeout keeps the main thread able to take SIGINT/SIGTERM while it waits.
+                while thread.is_alive():
+                    thread.join(timeout=1.0)
+        except BaseException:
+            # Ctrl-C without our handler (``once``): let every loop finish its batch first.
+            self.stopping = True
+            for thread in threads:
+                thread.join()
+            raise
+        if failures:
+            raise failures[0]
+        return self.total
+
+    def _loop(
+        self,
+        name: str,
+        once: bool,
+        on_batch: Callable[[BatchReport], None] | None,
+        side_jobs: bool,
+    ) -> None:
+        """One sender: claim a batch as ``name``, deliver it over one SMTP connection, repeat."""
         connection: SMTPConnection | None = None
         try:
             while not self.stopping:
-                for job in self.side_jobs:
-                    job()
-                rows = claim(self.name, self.batch_size, self.lease)
+                if side_jobs:
+                    for job in self.side_jobs:
+                        job()
+                rows = claim(name, self.batch_size, self.lease)
                 if not rows:
                     close_smtp(connection)
                     connection = None
@@ -71,17 +131,17 @@ class Worker:
                     continue
                 deadline = utcnow() + self.lease - self.per_message
                 report, connection = deliver(
-                    rows, self.name, connection, lease_ends=lambda d=deadline: utcnow() >= d
+                    rows, name, connection, lease_ends=lambda d=deadline: utcnow() >= d
                 )
-                self._add(report)
-                if on_batch:
-                    on_batch(report)
+                with self._lock:
+                    self._add(report)
+                    if on_batch:
+                        on_batch(report)
                 if once and not (report.sent or report.failed or report.cancelled):
                     break  # only retries or held rows left, all scheduled for later
         finally:
             close_smtp(connection)
             db.session.rollback()
-        return self.total
 
     def _add(self, report: BatchReport) -> None:
         self.total.claimed += report.claimed
