@@ -224,11 +224,14 @@ def deliver(
 ) -> tuple[BatchReport, SMTPConnection | None]:
     """Send ``rows`` over ``connection`` (opened on first use); return it for reuse.
 
-    The rows' results are written over one database connection held for the batch, each in
-    its own short transaction: giving the session's connection back to the pool after every
-    commit cost a checkout and a pre-ping round trip per message.
+    The rows' results are written over one database connection held for the batch: giving
+    the session's connection back to the pool after every commit cost a checkout and a
+    pre-ping round trip per message. It runs in autocommit, so each result is one UPDATE that
+    is its own transaction, committed when the statement ends (as durable as before), without
+    BEGIN and COMMIT round trips on PostgreSQL, and without holding SQLite's write lock from
+    the UPDATE until a later COMMIT while another sender thread runs.
     """
-    with db.engine.connect() as results:
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as results:
         return _deliver(rows, worker, connection, lease_ends, results)
 
 
