@@ -24,11 +24,15 @@ from markupsafe import Markup
 def email_context(language: str, context: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The context for every template of one email, inside ``force_locale(language)``.
 
-    It holds what ``render_template`` would add (the app's context processors; the values given
-    win over theirs, as there) and gettext functions bound to the language's catalogue.
+    It holds what ``render_template`` and ``Template.render`` would add (the Jinja globals and
+    the app's context processors; the values given win over both, as there) and gettext
+    functions bound to the language's catalogue.
     """
     with force_locale(language):
-        values = _gettext_functions(get_translations())
+        # The environment's globals first, as Template.render merges them: everything given
+        # or added below wins over them.
+        values = dict(current_app.jinja_env.globals)
+        values.update(_gettext_functions(get_translations()))
         values.update(context)
         current_app.update_template_context(values)
         yield values
@@ -37,15 +41,22 @@ def email_context(language: str, context: dict[str, Any]) -> Iterator[dict[str, 
 def render(name: str, context: dict[str, Any]) -> str:
     """``render_template(name, **context)`` for a context from :func:`email_context`.
 
-    The same template lookup and signals as Flask's, without running the context processors
-    again.
+    The same template lookup, signals and error handling as Flask's and Jinja's, without
+    running the context processors again, and without merging the environment's globals into
+    a new dict for every template: the email's context already holds them.
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    template = app.jinja_env.get_or_select_template(name)
+    environment = app.jinja_env
+    template = environment.get_or_select_template(name)
     before_render_template.send(
         app, _async_wrapper=app.ensure_sync, template=template, context=context
     )
-    rendered = template.render(context)
+    try:
+        rendered = environment.concat(  # type: ignore[attr-defined]
+            template.root_render_func(template.new_context(context, shared=True))
+        )
+    except Exception:
+        environment.handle_exception()
     template_rendered.send(app, _async_wrapper=app.ensure_sync, template=template, context=context)
     return rendered
 
