@@ -62,6 +62,8 @@ from preference_center.models import OutboxMessage, OutboxStatus
 ACCEPTS_DATABASE_URL = True
 
 GOAL = 0.8
+#: The worker's OUTBOX_CONCURRENCY for the run (see docs/benchmarks.md for the choice).
+DEFAULT_CONCURRENCY = 1
 LANGUAGES = ("nl", "fr", "en")
 SENDER = "Voorkeuren Bench <news@prefs.example.be>"
 ENVELOPE_SENDER = "news@prefs.example.be"
@@ -360,11 +362,15 @@ def enqueue_messages(app: Flask, count: int) -> None:
 
 
 def run_outbox(
-    app: Flask, count: int, batch_size: int, sink: Sink, profile: Path | None
+    app: Flask, count: int, batch_size: int, concurrency: int, sink: Sink, profile: Path | None
 ) -> SideResult:
-    """Drain the outbox with one worker (timed), then check the sink and the rows agree."""
+    """Drain the outbox with one worker (timed), then check the sink and the rows agree.
+
+    ``concurrency`` is the worker's OUTBOX_CONCURRENCY: that many SMTP connections, each
+    sending from its own thread (a production setting, see the README).
+    """
     with app.app_context():
-        worker = outbox.Worker(batch_size=batch_size)
+        worker = outbox.Worker(batch_size=batch_size, concurrency=concurrency)
         profiler = cProfile.Profile() if profile else None
         before = sink.count()
         with timed() as timing:
@@ -407,7 +413,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             # them: a worker that runs for days has long done that.
             prebuilt = prebuild_baseline(app, args.messages)
             baseline = run_baseline(prebuilt, sink.port, sink)
-            result = run_outbox(app, args.messages, args.batch_size, sink, args.profile)
+            result = run_outbox(
+                app, args.messages, args.batch_size, args.concurrency, sink, args.profile
+            )
         finally:
             with app.app_context():
                 db.session.remove()
@@ -418,6 +426,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "backend": backend,
         "messages": args.messages,
         "batch_size": args.batch_size,
+        "concurrency": args.concurrency,
         "languages": list(LANGUAGES),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
@@ -441,7 +450,8 @@ def print_table(results: dict[str, Any]) -> None:
     print(
         f"Outbox delivery, {results['messages']} messages in "
         f"{'/'.join(results['languages'])}, {results['backend']}, "
-        f"batch size {results['batch_size']}, Python {results['python']}, "
+        f"batch size {results['batch_size']}, concurrency {results['concurrency']}, "
+        f"Python {results['python']}, "
         f"load average {results['load_average']:.2f} on {results['cpus']} CPUs"
     )
     # cpu s: this process's CPU time; the rest of the seconds went waiting on the sink or db.
@@ -471,6 +481,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="PostgreSQL server to run on, e.g. postgresql+psycopg://postgres@127.0.0.1/postgres; "
         "a throwaway database is created there and dropped (default: a temporary SQLite file)",
     )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="the worker's OUTBOX_CONCURRENCY: SMTP connections sending at once, one thread "
+        f"each (default {DEFAULT_CONCURRENCY})",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
         "--profile",
@@ -484,8 +501,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"exit with status 3 when the ratio is below the goal ({GOAL})",
     )
     args = parser.parse_args(argv)
-    if args.messages < 1 or args.batch_size < 1:
-        parser.error("--messages and --batch-size must be positive")
+    if args.messages < 1 or args.batch_size < 1 or args.concurrency < 1:
+        parser.error("--messages, --batch-size and --concurrency must be positive")
     return args
 
 
