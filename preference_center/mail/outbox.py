@@ -22,7 +22,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import Connection, Dialect, Update, bindparam, or_, select, update
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import Session, joinedload
 
 from .. import addresses
 from ..extensions import db
@@ -101,19 +101,18 @@ def claim(worker: str, limit: int, lease: timedelta) -> list[OutboxMessage]:
     db.session.commit()
     if not ids:
         return []
-    rows = db.session.scalars(
-        select(OutboxMessage)
-        .options(joinedload(OutboxMessage.contact))
-        .where(OutboxMessage.id.in_(ids))
-        .order_by(OutboxMessage.id)
-    ).all()
-    # Detached, the rows are not expired by the per-message commits below (which would
-    # reload each of them); the worker only reads them.
-    for row in rows:
-        if row.contact is not None and row.contact in db.session:
-            db.session.expunge(row.contact)
-        db.session.expunge(row)
-    db.session.commit()  # end the read transaction: never idle inside one while sending
+    # Read in a session of its own, closed at once: that ends the read transaction (never
+    # idle inside one while sending) and detaches the rows and their contacts in one go
+    # (expunging them one by one walked every row's cascades). Detached, the rows are not
+    # expired by the per-message commits of the batch, which would reload each of them; the
+    # worker only reads them.
+    with Session(db.session.get_bind()) as reader:
+        rows = reader.scalars(
+            select(OutboxMessage)
+            .options(joinedload(OutboxMessage.contact))
+            .where(OutboxMessage.id.in_(ids))
+            .order_by(OutboxMessage.id)
+        ).all()
     return list(rows)
 
 
