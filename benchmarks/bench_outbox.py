@@ -31,9 +31,11 @@ import argparse
 import asyncio
 import cProfile
 import importlib.util
+import json
 import multiprocessing
 import os
 import platform
+import random
 import signal
 import smtplib
 import socket
@@ -64,6 +66,8 @@ ACCEPTS_DATABASE_URL = True
 GOAL = 0.8
 #: The worker's OUTBOX_CONCURRENCY for the run (see docs/benchmarks.md for the choice).
 DEFAULT_CONCURRENCY = 1
+#: Worker processes for the run (see docs/benchmarks.md for the choice).
+DEFAULT_WORKERS = 1
 LANGUAGES = ("nl", "fr", "en")
 SENDER = "Voorkeuren Bench <news@prefs.example.be>"
 ENVELOPE_SENDER = "news@prefs.example.be"
@@ -362,38 +366,109 @@ def enqueue_messages(app: Flask, count: int) -> None:
 
 
 def run_outbox(
-    app: Flask, count: int, batch_size: int, concurrency: int, sink: Sink, profile: Path | None
+    app: Flask,
+    count: int,
+    batch_size: int,
+    concurrency: int,
+    workers: int,
+    sink: Sink,
+    profile: Path | None,
 ) -> SideResult:
-    """Drain the outbox with one worker (timed), then check the sink and the rows agree.
+    """Drain the outbox (timed), then check the worker reports, the sink and the rows agree.
 
-    ``concurrency`` is the worker's OUTBOX_CONCURRENCY: that many SMTP connections, each
-    sending from its own thread (a production setting, see the README).
+    ``concurrency`` is each worker's OUTBOX_CONCURRENCY: that many SMTP connections, each
+    sending from its own thread. With ``workers`` above 1, that many worker processes drain the
+    outbox together, as ``flask outbox work`` started that many times would (see the README).
     """
+    before = sink.count()
+    if workers == 1:
+        with app.app_context():
+            worker = outbox.Worker(batch_size=batch_size, concurrency=concurrency)
+            profiler = cProfile.Profile() if profile else None
+            with timed() as timing:
+                if profiler:
+                    profiler.enable()
+                report = worker.run(once=True)
+                if profiler:
+                    profiler.disable()
+        if profiler and profile:
+            profiler.dump_stats(profile)
+        reported, errors = report.sent, report.errors
+    else:
+        reported, errors, timing = run_worker_processes(app, workers, batch_size, concurrency)
+    received = sink.count() - before
     with app.app_context():
-        worker = outbox.Worker(batch_size=batch_size, concurrency=concurrency)
-        profiler = cProfile.Profile() if profile else None
-        before = sink.count()
-        with timed() as timing:
-            if profiler:
-                profiler.enable()
-            report = worker.run(once=True)
-            if profiler:
-                profiler.disable()
-        received = sink.count() - before
         sent_rows = db.session.scalar(
             select(func.count())
             .select_from(OutboxMessage)
             .where(OutboxMessage.status == OutboxStatus.SENT)
         )
         db.session.rollback()
-    if profiler and profile:
-        profiler.dump_stats(profile)
-    if not report.sent == received == sent_rows == count:
+    if not reported == received == sent_rows == count:
         raise SystemExit(
-            f"outbox: {count} queued, worker reported {report.sent} sent "
-            f"(errors: {report.errors[:3]}), sink received {received}, rows sent {sent_rows}"
+            f"outbox: {count} queued, workers reported {reported} sent "
+            f"(errors: {errors[:3]}), sink received {received}, rows sent {sent_rows}"
         )
     return SideResult("outbox", count, timing.seconds, timing.cpu_seconds)
+
+
+def run_worker_processes(
+    app: Flask, workers: int, batch_size: int, concurrency: int
+) -> tuple[int, list[str], Timing]:
+    """Fork ``workers`` processes that each run a worker until nothing is due (timed).
+
+    Forked after the setup, so the clock covers only the delivery; each child drops the
+    database connections it inherited and reports how many messages it sent through a pipe.
+    ``cpu_seconds`` is the children's CPU time.
+    """
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    children: list[tuple[int, int]] = []
+    timing = Timing()
+    cpu_before = os.times()
+    wall = time.perf_counter()
+    for _ in range(workers):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker process
+            os.close(read_end)
+            _worker_process(app, batch_size, concurrency, write_end)
+        os.close(write_end)
+        children.append((pid, read_end))
+    sent, errors = 0, []
+    for pid, read_end in children:
+        with os.fdopen(read_end) as pipe:
+            outcome = json.loads(pipe.read() or '{"sent": 0, "errors": ["no report"]}')
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            errors.append(f"worker process {pid} exited with status {status}")
+        sent += outcome["sent"]
+        errors += outcome["errors"]
+    timing.seconds = time.perf_counter() - wall
+    cpu_after = os.times()
+    timing.cpu_seconds = (cpu_after.children_user - cpu_before.children_user) + (
+        cpu_after.children_system - cpu_before.children_system
+    )
+    return sent, errors, timing
+
+
+def _worker_process(app: Flask, batch_size: int, concurrency: int, report_fd: int) -> None:
+    """Body of a forked worker process: deliver, write the outcome to ``report_fd``, exit."""
+    status = 1
+    try:
+        random.seed()  # boundaries and worker names must not repeat the parent's sequence
+        with app.app_context():
+            db.engine.dispose(close=False)  # the parent's pooled connections are not ours
+            report = outbox.Worker(batch_size=batch_size, concurrency=concurrency).run(once=True)
+        outcome = {"sent": report.sent, "errors": report.errors[:3]}
+        status = 0
+    except BaseException as exc:  # reported to the parent, which fails the run
+        outcome = {"sent": 0, "errors": [repr(exc)]}
+    finally:
+        with os.fdopen(report_fd, "w") as pipe:
+            pipe.write(json.dumps(outcome))
+        os._exit(status)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -414,7 +489,13 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             prebuilt = prebuild_baseline(app, args.messages)
             baseline = run_baseline(prebuilt, sink.port, sink)
             result = run_outbox(
-                app, args.messages, args.batch_size, args.concurrency, sink, args.profile
+                app,
+                args.messages,
+                args.batch_size,
+                args.concurrency,
+                args.workers,
+                sink,
+                args.profile,
             )
         finally:
             with app.app_context():
@@ -427,6 +508,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "messages": args.messages,
         "batch_size": args.batch_size,
         "concurrency": args.concurrency,
+        "workers": args.workers,
         "languages": list(LANGUAGES),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
@@ -450,7 +532,8 @@ def print_table(results: dict[str, Any]) -> None:
     print(
         f"Outbox delivery, {results['messages']} messages in "
         f"{'/'.join(results['languages'])}, {results['backend']}, "
-        f"batch size {results['batch_size']}, concurrency {results['concurrency']}, "
+        f"batch size {results['batch_size']}, {results['workers']} worker process(es) "
+        f"with concurrency {results['concurrency']}, "
         f"Python {results['python']}, "
         f"load average {results['load_average']:.2f} on {results['cpus']} CPUs"
     )
@@ -488,6 +571,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the worker's OUTBOX_CONCURRENCY: SMTP connections sending at once, one thread "
         f"each (default {DEFAULT_CONCURRENCY})",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help="worker processes draining the outbox together, like `flask outbox work` started "
+        f"that many times (default {DEFAULT_WORKERS})",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
         "--profile",
@@ -501,8 +591,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"exit with status 3 when the ratio is below the goal ({GOAL})",
     )
     args = parser.parse_args(argv)
-    if args.messages < 1 or args.batch_size < 1 or args.concurrency < 1:
-        parser.error("--messages, --batch-size and --concurrency must be positive")
+    if min(args.messages, args.batch_size, args.concurrency, args.workers) < 1:
+        parser.error("--messages, --batch-size, --concurrency and --workers must be positive")
+    if args.profile and args.workers > 1:
+        parser.error("--profile needs a single worker process (--workers 1)")
     return args
 
 
