@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_BATCH_SIZE": 50,
     "OUTBOX_POLL_INTERVAL": 2.0,
     "OUTBOX_CONCURRENCY": 1,  # sender loops (threads, one SMTP connection each) per worker
+    # PostgreSQL: don't wait for the WAL flush of each "sent" mark; a database crash may then
+    # repeat the last fraction of a second of emails (never lose one). See mail/outbox.py.
+    "OUTBOX_ASYNC_COMMIT": False,
     "OUTBOX_RETRY_BASE": 60,
     "OUTBOX_RETRY_MAX": 3600,
     "OUTBOX_RETRY_PERIOD": 5 * 24 * 3600,

@@ -197,3 +197,33 @@ def test_the_setting_is_read_from_the_configuration(app):
         app.config["OUTBOX_CONCURRENCY"] = 0
         with pytest.raises(ValueError):
             outbox.Worker()
+
+
+# --- OUTBOX_ASYNC_COMMIT -----------------------------------------------------------------
+
+
+def test_async_commit_marks_every_row_sent_and_leaves_the_pool_as_it_was(
+    app, smtp, backend, monkeypatch
+):
+    app.config["OUTBOX_ASYNC_COMMIT"] = True
+    queue_many(app, 12)
+    seen = []
+    real_deliver = outbox._deliver
+
+    def record(rows, worker, connection, lease_ends, sent_marks):
+        if backend == "postgresql":
+            setting = sent_marks.exec_driver_sql("SHOW synchronous_commit").scalar()
+            seen.append((sent_marks.connection.dbapi_connection, setting))
+        return real_deliver(rows, worker, connection, lease_ends, sent_marks)
+
+    monkeypatch.setattr(outbox, "_deliver", record)
+    with app.app_context():
+        assert outbox.Worker(batch_size=5).run(once=True).sent == 12
+    assert sent_rows(app) == 12
+    if backend == "postgresql":
+        assert {setting for _, setting in seen} == {"off"}
+        for dbapi_connection, _ in seen:  # back in the pool with the server default
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SHOW synchronous_commit")
+                assert cursor.fetchone()[0] == "on"
+            dbapi_connection.rollback()  # leave no transaction open in the pool

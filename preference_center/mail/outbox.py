@@ -198,9 +198,7 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=delay * random.uniform(0.9, 1.1))  # noqa: S311
 
 
-def _retry_or_give_up(
-    row: OutboxMessage, worker: str, error: str, connection: Connection | None = None
-) -> bool:
+def _retry_or_give_up(row: OutboxMessage, worker: str, error: str) -> bool:
     """Schedule another attempt, or fail the row once the retry period is over."""
     attempts = row.attempts + 1
     retry_period = timedelta(seconds=current_app.config["OUTBOX_RETRY_PERIOD"])
@@ -215,19 +213,11 @@ def _retry_or_give_up(
             error,
         )
     if expired:
-        _finish(
-            row.id,
-            worker,
-            connection=connection,
-            attempts=attempts,
-            status=OutboxStatus.FAILED,
-            last_error=error,
-        )
+        _finish(row.id, worker, attempts=attempts, status=OutboxStatus.FAILED, last_error=error)
         return False
     _finish(
         row.id,
         worker,
-        connection=connection,
         attempts=attempts,
         next_attempt_at=utcnow() + _backoff(attempts),
         last_error=error,
@@ -259,15 +249,39 @@ def deliver(
 ) -> tuple[BatchReport, SMTPConnection | None]:
     """Send ``rows`` over ``connection`` (opened on first use); return it for reuse.
 
-    The rows' results are written over one database connection held for the batch: giving
-    the session's connection back to the pool after every commit cost a checkout and a
-    pre-ping round trip per message. It runs in autocommit, so each result is one UPDATE that
-    is its own transaction, committed when the statement ends (as durable as before), without
-    BEGIN and COMMIT round trips on PostgreSQL, and without holding SQLite's write lock from
-    the UPDATE until a later COMMIT while another sender thread runs.
+    The "sent" marks, one per message, are written over one database connection held for the
+    batch: giving the session's connection back to the pool after every commit cost a checkout
+    and a pre-ping round trip per message. It runs in autocommit, so each mark is one UPDATE
+    that is its own transaction, committed when the statement ends (as durable as before),
+    without BEGIN and COMMIT round trips on PostgreSQL, and without holding SQLite's write lock
+    from the UPDATE until a later COMMIT while another sender thread runs. The rarer results
+    (failures, retries, holds) go through the session as before.
     """
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as results:
-        return _deliver(rows, worker, connection, lease_ends, results)
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as sent_marks:
+        asynchronous = (
+            sent_marks.dialect.name == "postgresql" and current_app.config["OUTBOX_ASYNC_COMMIT"]
+        )
+        if asynchronous:
+            # OUTBOX_ASYNC_COMMIT: PostgreSQL confirms these commits before their WAL is
+            # flushed to disk. A worker crash loses nothing (the commit is in the server's WAL
+            # buffers, written within 3 x wal_writer_delay), so E4 still holds; a crash of the
+            # database server itself can lose the marks of that last fraction of a second, and
+            # those rows, still pending under an expired lease, are sent again with their
+            # Message-IDs: duplicates, never a lost email. Only this connection is affected.
+            sent_marks.exec_driver_sql("SET synchronous_commit TO off")
+        try:
+            return _deliver(rows, worker, connection, lease_ends, sent_marks)
+        finally:
+            if asynchronous:
+                _reset_synchronous_commit(sent_marks)
+
+
+def _reset_synchronous_commit(connection: Connection) -> None:
+    """Put the server default back before the connection returns to the pool."""
+    try:
+        connection.exec_driver_sql("RESET synchronous_commit")
+    except Exception:  # a broken connection: the pool must not hand it out again
+        connection.invalidate()
 
 
 def _deliver(
@@ -275,7 +289,7 @@ def _deliver(
     worker: str,
     connection: SMTPConnection | None,
     lease_ends: Callable[[], bool],
-    results: Connection,
+    sent_marks: Connection,
 ) -> tuple[BatchReport, SMTPConnection | None]:
     report = BatchReport(claimed=len(rows))
     caps = HourlyCaps.load(rows)
@@ -289,7 +303,6 @@ def _deliver(
             _finish(
                 row.id,
                 worker,
-                connection=results,
                 status=OutboxStatus.FAILED,
                 last_error="hard bounce limit",
             )
@@ -297,7 +310,7 @@ def _deliver(
             continue
         if caps.hold(row):
             # Over the hourly cap for confirmation emails (C10): wait, don't send, don't drop.
-            _finish(row.id, worker, connection=results, next_attempt_at=utcnow() + caps.retry_after)
+            _finish(row.id, worker, next_attempt_at=utcnow() + caps.retry_after)
             report.held += 1
             continue
         try:
@@ -307,16 +320,13 @@ def _deliver(
             _finish(
                 row.id,
                 worker,
-                connection=results,
                 status=OutboxStatus.CANCELLED,
                 last_error=str(exc),
             )
             report.cancelled += 1
             continue
         except messages.BadHeaderError as exc:
-            _finish(
-                row.id, worker, connection=results, status=OutboxStatus.FAILED, last_error=str(exc)
-            )
+            _finish(row.id, worker, status=OutboxStatus.FAILED, last_error=str(exc))
             report.failed += 1
             continue
         try:
@@ -334,7 +344,6 @@ def _deliver(
                 _finish(
                     row.id,
                     worker,
-                    connection=results,
                     attempts=row.attempts + 1,
                     status=OutboxStatus.FAILED,
                     last_error=error,
@@ -342,14 +351,14 @@ def _deliver(
                 _record_hard_bounce(row)
                 report.failed += 1
                 continue
-            if _retry_or_give_up(row, worker, error, results):
+            if _retry_or_give_up(row, worker, error):
                 report.retried += 1
             else:
                 report.failed += 1
             if outcome is Outcome.CONNECTION:
                 # The server is gone: every other row of the batch waits for the same backoff.
                 for rest in rows[index + 1 :]:
-                    _retry_or_give_up(rest, worker, error, results)
+                    _retry_or_give_up(rest, worker, error)
                     report.retried += 1
                 close_smtp(connection)
                 return report, None
@@ -358,7 +367,7 @@ def _deliver(
         _finish(
             row.id,
             worker,
-            connection=results,
+            connection=sent_marks,
             status=OutboxStatus.SENT,
             sent_at=utcnow(),
             attempts=row.attempts + 1,
