@@ -211,10 +211,14 @@ def database(admin_url: str | None) -> Iterator[tuple[str, str]]:
         yield target
 
 
-def build_app(database_url: str, smtp_port: int) -> Flask:
-    """The service configured like the test suite's ``_base_config``, pointed at the sink."""
+def build_app(database_url: str, smtp_port: int, async_commit: bool = False) -> Flask:
+    """The service configured like the test suite's ``_base_config``, pointed at the sink.
+
+    ``async_commit`` is OUTBOX_ASYNC_COMMIT (PostgreSQL only; see the README for the trade).
+    """
     return create_app(
         {
+            "OUTBOX_ASYNC_COMMIT": async_commit,
             "TESTING": True,
             "SECRET_KEY": "bench-secret-key-not-for-production",
             "SQLALCHEMY_DATABASE_URI": database_url,
@@ -478,7 +482,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     ensure_translations()
     load = busy_warning()
     with running_sink() as sink, database(args.database_url) as (backend, url):
-        app = build_app(url, sink.port)
+        app = build_app(url, sink.port, args.async_commit)
         try:
             check_languages(app)
             with app.app_context():
@@ -509,6 +513,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "concurrency": args.concurrency,
         "workers": args.workers,
+        "async_commit": args.async_commit,
         "languages": list(LANGUAGES),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
@@ -534,6 +539,7 @@ def print_table(results: dict[str, Any]) -> None:
         f"{'/'.join(results['languages'])}, {results['backend']}, "
         f"batch size {results['batch_size']}, {results['workers']} worker process(es) "
         f"with concurrency {results['concurrency']}, "
+        f"{'asynchronous' if results['async_commit'] else 'synchronous'} sent marks, "
         f"Python {results['python']}, "
         f"load average {results['load_average']:.2f} on {results['cpus']} CPUs"
     )
@@ -577,6 +583,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_WORKERS,
         help="worker processes draining the outbox together, like `flask outbox work` started "
         f"that many times (default {DEFAULT_WORKERS})",
+    )
+    parser.add_argument(
+        "--async-commit",
+        action="store_true",
+        help="set OUTBOX_ASYNC_COMMIT (PostgreSQL: sent marks without waiting for the WAL flush)",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
