@@ -82,10 +82,6 @@ class HourlyCaps:
         )  # fmt: skip
         return True
 
-    def applies_to(self, row: OutboxMessage) -> bool:
-        """Whether ``row``'s category is capped in this batch."""
-        return row.category in self.caps
-
     def count(self, row: OutboxMessage) -> None:
         cap = self.caps.get(row.category)
         if cap is not None:
