@@ -17,11 +17,10 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cache, lru_cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Connection, Dialect, Update, bindparam, or_, select, update
+from sqlalchemy import Connection, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from .. import addresses
@@ -30,6 +29,7 @@ from ..models import Contact, OutboxMessage, OutboxStatus, utcnow
 from . import messages
 from .builders import SkipMessage
 from .caps import HourlyCaps
+from .results import finish as _finish  # outbox._finish: the E4 tests stop a worker there
 from .transport import Outcome, SMTPConnection, classify
 
 
@@ -114,81 +114,6 @@ def claim(worker: str, limit: int, lease: timedelta) -> list[OutboxMessage]:
             .order_by(OutboxMessage.id)
         ).all()
     return list(rows)
-
-
-_OUTBOX = OutboxMessage.__table__
-
-
-@cache
-def _finish_statement(columns: tuple[str, ...]) -> Update:
-    """``UPDATE outbox_message SET <columns> WHERE id = :row_id AND locked_by = :worker``.
-
-    Built once per set of columns and executed with parameters: constructing and caching a
-    new statement for every message cost more than the UPDATE itself (docs/benchmarks.md).
-    """
-    return (
-        update(_OUTBOX)
-        .where(_OUTBOX.c.id == bindparam("row_id"), _OUTBOX.c.locked_by == bindparam("worker"))
-        .values(
-            locked_by=None,
-            locked_until=None,
-            **{column: bindparam(f"new_{column}") for column in columns},
-        )
-    )
-
-
-def _finish(row_id: int, worker: str, connection: Connection | None = None, **values: Any) -> None:
-    """Record the result of one row, in its own transaction, only if our lease still holds it.
-
-    Each row is committed on its own so that a crash repeats at most the message in flight
-    (catalogue E4). ``connection`` is the batch's own connection (see :func:`deliver`); without
-    one the session's is used.
-    """
-    parameters = {"row_id": row_id, "worker": worker}
-    parameters.update({f"new_{column}": value for column, value in values.items()})
-    columns = tuple(sorted(values))
-    if connection is None:
-        db.session.execute(_finish_statement(columns), parameters)
-        db.session.commit()
-    else:
-        _DriverStatement.of(connection.dialect, columns).execute(connection, parameters)
-        connection.commit()
-
-
-class _DriverStatement:
-    """A finish statement compiled once per database dialect, run with ``exec_driver_sql``.
-
-    Even a cached Core statement costs some 60 µs per execution in SQLAlchemy's compile-cache
-    lookup and parameter handling, more than the driver's own work on a one-row UPDATE, once
-    per message (docs/benchmarks.md). Here the SQL is compiled once; each execution applies
-    the same type conversions SQLAlchemy would (``TypeEngine.bind_processor``: the enum's
-    value, naive UTC datetimes) and puts the parameters in the driver's order.
-    """
-
-    def __init__(self, dialect: Dialect, columns: tuple[str, ...]) -> None:
-        self.compiled = _finish_statement(columns).compile(dialect=dialect)
-        self.sql = self.compiled.string
-        self.order = tuple(self.compiled.positiontup or ()) if dialect.positional else None
-        self.processors = [
-            (name, processor)
-            for name, bind in self.compiled.binds.items()
-            if (processor := bind.type.bind_processor(dialect)) is not None
-        ]
-
-    @staticmethod
-    @lru_cache(maxsize=64)
-    def of(dialect: Dialect, columns: tuple[str, ...]) -> _DriverStatement:
-        return _DriverStatement(dialect, columns)
-
-    def execute(self, connection: Connection, parameters: dict[str, Any]) -> None:
-        values = self.compiled.construct_params(parameters)
-        for name, processor in self.processors:
-            if name in values:
-                values[name] = processor(values[name])
-        if self.order is None:
-            connection.exec_driver_sql(self.sql, values)
-        else:
-            connection.exec_driver_sql(self.sql, tuple(values[name] for name in self.order))
 
 
 def _backoff(attempts: int) -> timedelta:
