@@ -13,14 +13,11 @@ committed (catalogue F1, F2, F7).
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, select, update
 
 from .. import addresses, suppression
 from ..extensions import db
@@ -29,22 +26,18 @@ from ..models import (
     ConsentEvent,
     ConsentText,
     Contact,
-    ContactSource,
     OutboxMessage,
     OutboxStatus,
     RequestStatus,
     SignupRequest,
     Subscription,
-    SubscriptionStatus,
     SuppressionReason,
     Topic,
-    UTCDateTime,
     utcnow,
 )
 
-# The confirmation and leaving have modules of their own; the names re-exported below ("x as
-# x") stay reachable from here, where the other steps of the double opt-in live.
-from . import outbox_rows, topics
+# Signing up, the confirmation and leaving have modules of their own; the names re-exported
+# below ("x as x") stay reachable from here, where the other steps of the double opt-in live.
 from .confirmation import ConfirmResult as ConfirmResult
 from .confirmation import RequestExpired as RequestExpired
 from .confirmation import RequestNotFound as RequestNotFound
@@ -53,7 +46,11 @@ from .confirmation import describe as describe
 from .confirmation import find_request
 from .confirmation import subscribed_topics as subscribed_topics
 from .leaving import unsubscribe_all as unsubscribe_all
-from .topics import TopicLabel
+from .signup import Outcome as Outcome
+from .signup import UnknownTopic as UnknownTopic
+from .signup import blocked, queue_confirmation, request_lifetime
+from .signup import public_topics_by_slug as public_topics_by_slug
+from .signup import request_subscription as request_subscription
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,19 +62,6 @@ class Client:
 
     def ua(self) -> str | None:
         return self.user_agent[:512] if self.user_agent else None
-
-
-class UnknownTopic(ValueError):
-    """A topic that does not exist or is not public was asked for (catalogue C7)."""
-
-
-class Outcome(enum.Enum):
-    """What a signup did. The visitor sees the same page whatever it is (C3, C4)."""
-
-    EMAILED = "emailed"
-    ALREADY_SUBSCRIBED = "already-subscribed"
-    THROTTLED = "throttled"
-    BLOCKED = "blocked"
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -97,52 +81,6 @@ _LOCK = (
 def lock_contact(contact_id: int) -> None:
     """Serialise every use case about this contact (see the module docstring)."""
     db.session.execute(_LOCK, {"contact": contact_id})
-
-
-def _contact_statement(dialect: str) -> Any:
-    """Insert the contact, or lock it if it exists, and return its id: one statement.
-
-    On a conflict the row gets the lock's UPDATE that changes nothing (see lock_contact; an
-    ON CONFLICT update does not apply onupdate, so updated_at is set here as the lock's
-    would set it). Two signups for one new address thus make one contact and run one after
-    the other (F1). public_id and the counters come from the column defaults.
-    """
-    statement = (postgresql if dialect == "postgresql" else sqlite).insert(_CONTACT)
-    return statement.on_conflict_do_update(
-        index_elements=[_CONTACT.c.email],
-        set_={"hard_bounces": _CONTACT.c.hard_bounces, "updated_at": statement.excluded.updated_at},
-    ).returning(_CONTACT.c.id)
-
-
-_INSERT_OR_LOCK_CONTACT = {
-    dialect: _contact_statement(dialect) for dialect in ("postgresql", "sqlite")
-}
-
-
-def _insert_or_lock_contact(
-    address: addresses.Address, language: str, source: ContactSource
-) -> int:
-    """The contact's id, inserting it if needed, with the contact locked; safe in races (F1)."""
-    dialect = "postgresql" if db.session.get_bind().dialect.name == "postgresql" else "sqlite"
-    values = {
-        "email": address.canonical,
-        "email_display": address.display,
-        "language": language,
-        "source": source,
-        "address_kind": address.kind,
-    }
-    return db.session.connection().execute(_INSERT_OR_LOCK_CONTACT[dialect], values).scalar_one()
-
-
-def public_topics_by_slug(slugs: list[str]) -> list[TopicLabel]:
-    """The public topics named by ``slugs``; any unknown or private one refuses them all."""
-    wanted = list(dict.fromkeys(s.strip() for s in slugs if s and s.strip()))
-    if not wanted:
-        return []
-    found = topics.public_labels_by_slug(wanted)
-    if len(found) != len(wanted):
-        raise UnknownTopic(", ".join(sorted(set(wanted) - {t.slug for t in found})))
-    return found
 
 
 def record_event(
@@ -175,156 +113,11 @@ def record_event(
     )
 
 
-def _request_lifetime() -> timedelta:
-    """How long a request can wait: the link's age plus the time its email may spend in retries."""
-    config = current_app.config
-    return timedelta(
-        seconds=int(config["CONFIRM_TOKEN_MAX_AGE"]) + int(config["OUTBOX_RETRY_PERIOD"])
-    )
-
-
-def _queue_confirmation(
-    request_public_id: str,
-    language: str,
-    first_name: str | None,
-    contact_id: int,
-    address: addresses.Address,
-) -> str:
-    """The confirmation email of a request; returns its Message-ID (the ledger records it)."""
-    return outbox_rows.queue(
-        db.session.connection(),
-        "confirm",
-        address.ascii,
-        language,
-        to_name=first_name,
-        context={"request": request_public_id},
-        contact_id=contact_id,
-        category="confirmation",
-    )
-
-
-def _blocked(address: addresses.Address) -> bool:
-    return suppression.reason(address.canonical) is SuppressionReason.NOT_ME
-
-
 def address_of(contact: Contact) -> addresses.Address:
     return addresses.parse(contact.email)
 
 
 # --- use cases ------------------------------------------------------------------------------
-
-
-_TEXT = ConsentText.__table__
-_REQUEST = SignupRequest.__table__
-_SUBSCRIPTION = Subscription.__table__
-#: Built once, like every statement of a signup: composing one costs more than running it.
-_CONSENT_TEXT = select(_TEXT.c.id, _TEXT.c.language, _TEXT.c.sha256).where(
-    _TEXT.c.id == bindparam("text")
-)
-_SUBSCRIBED_TOPICS = select(_SUBSCRIPTION.c.topic_id).where(
-    _SUBSCRIPTION.c.contact_id == bindparam("contact"),
-    _SUBSCRIPTION.c.status == SubscriptionStatus.SUBSCRIBED,
-)
-_RECENT_REQUEST = (
-    select(_REQUEST.c.id)
-    .where(
-        _REQUEST.c.contact_id == bindparam("contact"),
-        _REQUEST.c.created_at > bindparam("since", type_=UTCDateTime()),
-    )
-    .limit(1)
-)
-_INSERT_REQUEST = insert(_REQUEST).returning(_REQUEST.c.id, _REQUEST.c.public_id)
-_RECORD_REQUESTED = insert(ConsentEvent.__table__).values(action=ConsentAction.REQUESTED)
-
-
-def request_subscription(
-    raw_email: str,
-    *,
-    topic_slugs: list[str],
-    language: str,
-    consent_text_id: int,
-    client: Client,
-    first_name: str | None = None,
-    source_label: str | None = None,
-    channel: str = "web-form",
-) -> Outcome:
-    """Record a signup and queue its confirmation email, unless there is nothing to confirm.
-
-    Raises :class:`addresses.InvalidAddress`, :class:`UnknownTopic` or ``LookupError`` (no such
-    consent text) before anything is written. Every form submission runs this, so it reads
-    and writes with Core statements built once, one per table.
-    """
-    address = addresses.parse(
-        raw_email, check_deliverability=current_app.config["EMAIL_CHECK_DELIVERABILITY"]
-    )
-    topics_asked = public_topics_by_slug(topic_slugs)
-    if not topics_asked:
-        raise UnknownTopic("no topic chosen")
-    connection = db.session.connection()
-    text = connection.execute(_CONSENT_TEXT, {"text": consent_text_id}).first()
-    if text is None:
-        raise LookupError("unknown consent text")
-
-    if _blocked(address):
-        # The owner of the address said "not me": store nothing, send nothing.
-        db.session.commit()  # reason() may have re-keyed the entry
-        return Outcome.BLOCKED
-
-    contact_id = _insert_or_lock_contact(address, language, ContactSource.FORM)
-    now = utcnow()
-    if _blocked(address):  # a "not me" that committed while we waited for the lock
-        db.session.commit()
-        return Outcome.BLOCKED
-
-    subscribed = set(connection.execute(_SUBSCRIBED_TOPICS, {"contact": contact_id}).scalars())
-    wanted = [t for t in topics_asked if t.id not in subscribed]
-    if not wanted:
-        db.session.commit()
-        return Outcome.ALREADY_SUBSCRIBED  # no email, no disclosure (C3)
-
-    window = timedelta(seconds=int(current_app.config["CONFIRM_EMAIL_INTERVAL"]))
-    since = now - window
-    if connection.execute(_RECENT_REQUEST, {"contact": contact_id, "since": since}).first():
-        db.session.commit()
-        return Outcome.THROTTLED  # one confirmation email per address per window (C2)
-
-    first_name = (first_name or "").strip()[:100] or None
-    request = connection.execute(
-        _INSERT_REQUEST,
-        {
-            "contact_id": contact_id,
-            "topic_ids": [t.id for t in wanted],
-            "language": language,
-            "first_name": first_name,
-            "source_label": source_label,
-            "channel": channel,
-            "consent_text_id": text.id,
-            "expires_at": now + _request_lifetime(),
-        },
-    ).one()
-    message_id = _queue_confirmation(request.public_id, language, first_name, contact_id, address)
-    user_agent = client.ua()
-    connection.execute(
-        _RECORD_REQUESTED,
-        [
-            {
-                "contact_id": contact_id,
-                "topic_id": topic.id,
-                "channel": channel,
-                "ip": client.ip,
-                "user_agent": user_agent,
-                "language": text.language,
-                "consent_text_id": text.id,
-                "consent_text_sha256": text.sha256,
-                "message_id": message_id,
-                "request_id": request.id,
-                "import_batch_id": None,
-            }
-            for topic in wanted
-        ],
-    )
-    db.session.commit()
-    return Outcome.EMAILED
 
 
 def not_me(public_id: str) -> None:
@@ -404,11 +197,11 @@ def resend_confirmation(public_id: str) -> bool:
     now = utcnow()
     window = timedelta(seconds=int(current_app.config["CONFIRM_EMAIL_INTERVAL"]))
     recently = request.emailed_at is not None and request.emailed_at > now - window
-    if _blocked(address_of(contact)) or recently:
+    if blocked(address_of(contact)) or recently:
         db.session.commit()
         return False
-    request.expires_at = now + _request_lifetime()
-    _queue_confirmation(
+    request.expires_at = now + request_lifetime()
+    queue_confirmation(
         request.public_id, request.language, request.first_name, contact.id, address_of(contact)
     )
     db.session.commit()
