@@ -35,6 +35,7 @@ import csv
 import http.client
 import io
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -289,6 +290,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[{backend}] inserting {rows:,} subscribers…", file=sys.stderr)
         slug, secret = populate(app, rows)
         parts: dict[str, Any] = {}
+        # A million-row snapshot streams for longer than a sync worker's default 30-second
+        # timeout, after which gunicorn kills it mid-response: as in production (README),
+        # the API runs with a timeout that fits the longest export.
+        os.environ["GUNICORN_CMD_ARGS"] = "--timeout 900"
         with running_server("wsgi:app", url, 1, Path(folder) / "gunicorn.log") as server:
             pids = server.worker_pids()
             # A small request first: the worker's memory before any large response.
