@@ -34,7 +34,7 @@ Why it is built this way:
 * ``--rows 1000000`` checks the memory goal (the import streams the file; it must not hold it).
 
 Run it with ``make bench`` or directly with ``.venv/bin/python benchmarks/bench_import.py
-[-n 100000] [--repeat 3] [--database-url URL] [--json] [--profile FILE]``.
+[-n 100000] [--repeat 3] [--database-url URL] [--json] [--profile FILE] [--breakdown]``.
 """
 
 from __future__ import annotations
@@ -349,10 +349,14 @@ def measured() -> Iterator[Measure]:
             measure.peak_source = "ru_maxrss"
 
 
-def side_import(path: Path, url: str, profile: Path | None) -> dict[str, Any]:
+def side_import(
+    path: Path, url: str, profile: Path | None, breakdown: bool = False
+) -> dict[str, Any]:
     """The upload's path on ``path``: preview sniff (timed apart), then the import (timed)."""
     from preference_center import addresses
     from preference_center.services import imports
+
+    steps = _instrument() if breakdown else None
 
     provenance = imports.Provenance(
         "Bench Expo", date(2026, 11, 20), CollectedBy.SHEET, "bench@example.org"
@@ -391,9 +395,75 @@ def side_import(path: Path, url: str, profile: Path | None) -> dict[str, Any]:
         contacts = db.session.scalar(select(func.count()).select_from(Contact))
         db.session.remove()
         db.engine.dispose()
-    return {**_side_figures("import", rows, measure), "counts": counts,
-            "report_rows": report_rows, "stored": contacts,
-            "sniff_seconds": round(sniff_seconds, 3)}  # fmt: skip
+    figures = {**_side_figures("import", rows, measure), "counts": counts,
+               "report_rows": report_rows, "stored": contacts,
+               "sniff_seconds": round(sniff_seconds, 3)}  # fmt: skip
+    if steps is not None:
+        figures["breakdown"] = {name: {"wall_us": round(wall / rows * 1e6, 1),
+                                       "cpu_us": round(cpu / rows * 1e6, 1)}
+                                for name, (wall, cpu) in steps.items()}  # fmt: skip
+    return figures
+
+
+#: The import's steps timed by --breakdown: (label, module, attribute). Nested steps are
+#: timed inside their parent too (the contact insert inside "new contacts").
+BREAKDOWN_STEPS = (
+    ("read rows (readers)", "preference_center.services.imports", "_chunks"),
+    ("check rows (addresses.parse...)", "preference_center.services.imports", "check_rows"),
+    ("lookup: existing contacts", "preference_center.services.import_chunks", "_known_contacts"),
+    ("digests (HMAC)", "preference_center.suppression", "digests"),
+    ("lookup: suppressed, asked", "preference_center.services.import_chunks", "_found"),
+    ("new contacts, with ids", "preference_center.services.import_chunks", "_insert_contacts"),
+    ("  of which the insert", "preference_center.services.import_chunks", "_CONTACTS.execute"),
+    ("report rows insert", "preference_center.services.import_chunks", "_REPORT.execute"),
+    ("whole chunk (write_chunk)", "preference_center.services.imports", "write_chunk"),
+)
+
+
+def _instrument() -> dict[str, list[float]]:
+    """Wrap the steps of BREAKDOWN_STEPS with wall and CPU timers; return the totals.
+
+    A generator (the reader) is timed while it makes each item, not while its consumer works.
+    """
+    import functools
+    import importlib
+    import inspect
+
+    totals: dict[str, list[float]] = {}
+    for label, module_name, attribute in BREAKDOWN_STEPS:
+        owner: Any = importlib.import_module(module_name)
+        *path, name = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        original = getattr(owner, name)
+        total = totals.setdefault(label, [0.0, 0.0])
+
+        def timed(*args: Any, _original: Any = original, _total: list[float] = total,
+                  **kwargs: Any) -> Any:  # fmt: skip
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                _total[0] += time.perf_counter() - wall
+                _total[1] += time.process_time() - cpu
+
+        def timed_generator(*args: Any, _original: Any = original, _total: list[float] = total,
+                            **kwargs: Any) -> Any:  # fmt: skip
+            items = _original(*args, **kwargs)
+            while True:
+                wall, cpu = time.perf_counter(), time.process_time()
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+                finally:
+                    _total[0] += time.perf_counter() - wall
+                    _total[1] += time.process_time() - cpu
+                yield item
+
+        wrapper = timed_generator if inspect.isgeneratorfunction(original) else timed
+        setattr(owner, name, functools.wraps(original)(wrapper))
+    return totals
 
 
 BASELINE_TABLE = Table(
@@ -465,11 +535,15 @@ def _side_figures(side: str, rows: int, measure: Measure) -> dict[str, Any]:
     }
 
 
-def run_side(side: str, path: Path, url: str, profile: Path | None) -> dict[str, Any]:
+def run_side(
+    side: str, path: Path, url: str, profile: Path | None, breakdown: bool = False
+) -> dict[str, Any]:
     """Run one side in a fresh interpreter and return what it measured."""
     command = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--file", str(path)]
     if profile and side == "import":
         command += ["--profile", str(profile)]
+    if breakdown and side == "import":
+        command += ["--breakdown"]
     result = subprocess.run(
         command,
         env={**os.environ, TARGET_ENV: url},
@@ -529,7 +603,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 runs["baseline"].append(run_side("baseline", path, url, None))
             with database(args.database_url, folder, "import") as (backend, url):
                 prepare_import_database(url, expected.suppressed)
-                runs["import"].append(run_side("import", path, url, args.profile))
+                runs["import"].append(run_side("import", path, url, args.profile, args.breakdown))
             check(expected, runs["baseline"][-1], runs["import"][-1])
         file_mib = path.stat().st_size / 2**20
     # The fastest run of each side is the one least disturbed by other work on the machine;
@@ -561,6 +635,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "load_average": round(load, 2),
         "profiled": args.profile is not None,
+        "breakdown": args.breakdown,
+        "load_average_end": round(os.getloadavg()[0], 2),
         "repeat": args.repeat,
         "sides": [baseline, result],
         "runs": runs,
@@ -578,8 +654,10 @@ def print_table(results: dict[str, Any]) -> None:
     print(
         f"Contact import, {results['rows']} rows ({results['file_mib']} MiB cp1252 CSV), "
         f"{results['backend']}, Python {results['python']}, {results['cpu_model']}, "
-        f"load average {results['load_average']:.2f} on {results['cpus']} CPUs"
+        f"load average {results['load_average']:.2f} (at the end "
+        f"{results['load_average_end']:.2f}) on {results['cpus']} CPUs"
         + (" [PROFILED: the import is slowed by cProfile]" if results["profiled"] else "")
+        + (" [STEPS TIMED: a little slower]" if results["breakdown"] else "")
     )
     if results["repeat"] > 1:
         print(f"fastest of {results['repeat']} runs per side; memory from the worst run")
@@ -608,6 +686,12 @@ def print_table(results: dict[str, Any]) -> None:
         f"import peak memory: +{memory['value_mb']:.1f} MB for {results['rows']} rows "
         f"(goal < {MEMORY_GOAL_MB} MB at {MEMORY_GOAL_ROWS} rows): {_verdict(memory['passed'])}{note}"
     )
+    steps = results["sides"][1].get("breakdown")
+    if steps:
+        print("import steps, per row of the file (the fastest run):")
+        print(f"  {'step':<34}{'wall us':>9}{'cpu us':>9}")
+        for name, step in steps.items():
+            print(f"  {name:<34}{step['wall_us']:>9.1f}{step['cpu_us']:>9.1f}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -635,6 +719,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="write a cProfile of the timed import to FILE (slows the import side)",
     )
     parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="time the import's steps (reader, checks, lookups, inserts) per row; the timers "
+        "add a little to the import's own figures",
+    )
+    parser.add_argument(
         "--check", action="store_true", help="exit with status 3 when a checked goal is missed"
     )
     # Internal: one side in this fresh process (the database URL comes in TARGET_ENV).
@@ -658,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.side:
         url = os.environ[TARGET_ENV]
         if args.side == "import":
-            figures = side_import(args.file, url, args.profile)
+            figures = side_import(args.file, url, args.profile, args.breakdown)
         else:
             figures = side_baseline(args.file, url)
         print(json.dumps(figures))
