@@ -382,3 +382,42 @@ def test_g7_the_sqlite_page_cache_is_set_back_after_an_import(app, backend):
             inside = db.session.connection().exec_driver_sql("PRAGMA cache_size").scalar()
         after = db.session.connection().exec_driver_sql("PRAGMA cache_size").scalar()
     assert (inside, after) == (-4096, before)
+
+
+def test_g16_g17_imported_contacts_get_what_the_orm_would_give_them(app):
+    import uuid
+
+    _, _, batch_id = run(app, b"email;voornaam;taal\njan@example.be;Jan;FR\nMarie@Example.be;;\n")
+    with app.app_context():
+        stored = {c.email: c for c in db.session.scalars(select(Contact))}
+        assert set(stored) == {"jan@example.be", "marie@example.be"}
+        for contact in stored.values():
+            assert uuid.UUID(contact.public_id).version == 4
+            assert contact.created_at.tzinfo is not None
+            assert abs(contact.updated_at - contact.created_at) < timedelta(seconds=5)
+            assert (contact.hard_bounces, contact.manage_version, contact.prefs_version) == (
+                0,
+                1,
+                1,
+            )
+            assert contact.source is ContactSource.IMPORT and contact.import_batch_id == batch_id
+            assert contact.paused_until is None
+        assert (
+            stored["jan@example.be"].language == "fr"
+            and stored["jan@example.be"].first_name == "Jan"
+        )
+        assert (
+            stored["marie@example.be"].language == "nl"
+            and stored["marie@example.be"].first_name is None
+        )
+        assert stored["marie@example.be"].email_display == "Marie@example.be"
+        assert len({c.public_id for c in stored.values()}) == 2
+        rows = db.session.execute(
+            select(ImportRow.line, ImportRow.contact_id, ImportRow.address_kind)
+            .where(ImportRow.batch_id == batch_id)
+            .order_by(ImportRow.line)
+        ).all()
+    assert [(line, contact_id) for line, contact_id, _ in rows] == [
+        (2, stored["jan@example.be"].id),
+        (3, stored["marie@example.be"].id),
+    ]
