@@ -1,12 +1,11 @@
 """One chunk of an import: each row checked, its outcome decided against the database, written.
 
 :func:`check_rows` needs no database and no application: it validates the addresses and
-tidies the values of a chunk of file rows, so it can run ahead, in another process
-(:mod:`.import_reader`). :func:`write_chunk` then costs one lookup per check (existing
-contacts, suppression list, asked markers) and one bulk insert per table (:mod:`.bulk`),
-whatever the chunk's size. The checks run when the chunk is written, inside the import's
-transaction, so an unsubscribe or a suppression made while a file is being imported is
-honoured for every later chunk (F4).
+tidies the values of a chunk of file rows. :func:`write_chunk` then costs one lookup per check
+(existing contacts, suppression list, asked markers) and one bulk insert per table
+(:mod:`.bulk`), whatever the chunk's size. The checks run when the chunk is written, inside
+the import's transaction, so an unsubscribe or a suppression made while a file is being
+imported is honoured for every later chunk (F4).
 
 Memory stays flat however long the file (G7): a row is a duplicate when its canonical address
 appeared earlier in the file, and instead of a set of every address so far (about 100 MB at a
@@ -66,8 +65,7 @@ _REPORT = BulkInsert(
 class Checked(NamedTuple):
     """One row of the file, its address validated and its values ready to store.
 
-    A plain tuple, cheap to make and to keep for a chunk, and needing nothing but the file:
-    checking could run ahead of writing, in another thread or process.
+    A plain tuple, cheap to make and to keep for a chunk, made from the file alone.
     """
 
     line: int
