@@ -378,7 +378,7 @@ def test_g7_the_sqlite_page_cache_is_set_back_after_an_import(app, backend):
 
     with app.app_context():
         before = db.session.connection().exec_driver_sql("PRAGMA cache_size").scalar()
-        with bulk.larger_sqlite_cache(4096):
+        with bulk.tuned_for_bulk(4096):
             inside = db.session.connection().exec_driver_sql("PRAGMA cache_size").scalar()
         after = db.session.connection().exec_driver_sql("PRAGMA cache_size").scalar()
     assert (inside, after) == (-4096, before)

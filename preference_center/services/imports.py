@@ -33,14 +33,14 @@ from ..models import (
     utcnow,
 )
 from . import audit
-from .bulk import larger_sqlite_cache
+from .bulk import tuned_for_bulk
 from .import_chunks import ASK_AGAIN_AFTER as ASK_AGAIN_AFTER
 from .import_chunks import LANGUAGES as LANGUAGES
 from .import_chunks import ImportRun, check_rows, write_chunk
 from .preferences import neutralise
 
 CHUNK = 1000
-#: SQLite's page cache during an import (KiB); see bulk.larger_sqlite_cache. At most this much
+#: SQLite's page cache during an import (KiB); see bulk.tuned_for_bulk. At most this much
 #: memory more, used only as the file needs it.
 IMPORT_CACHE_KIB = 64 * 1024
 
@@ -130,7 +130,7 @@ def _fill(batch: ImportBatch, stream: BinaryIO, progress: Any = None) -> ImportB
     # then walk through. Nobody else can see the count before the commit anyway; the page
     # follows the progress callback (a file, for the worker).
     rows_read = 0
-    with larger_sqlite_cache(IMPORT_CACHE_KIB):
+    with tuned_for_bulk(IMPORT_CACHE_KIB):
         for chunk in _chunks(rows):
             write_chunk(run, check_rows(chunk))
             rows_read += len(chunk)
