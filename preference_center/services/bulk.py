@@ -17,8 +17,9 @@ Bind/Execute round per row. So, for these bulk statements only:
 
 Everything runs on the session's own connection, inside its transaction: a failure rolls the
 whole import back like any other statement (G-rows of the catalogue: no half-written import).
-Columns a caller does not give get their Python default (a scalar once, a callable per row),
-or NULL, so a column added to a model later is filled like the ORM would, or fails loudly.
+Columns a caller does not give get their scalar Python default, or NULL; one with a per-row
+Python default (a random id, a clock) must be given, or the insert refuses to run. So a column
+added to a model later is filled like the ORM would fill it, or fails loudly in the tests.
 """
 
 from __future__ import annotations
