@@ -421,3 +421,11 @@ def test_g16_g17_imported_contacts_get_what_the_orm_would_give_them(app):
         (2, stored["jan@example.be"].id),
         (3, stored["marie@example.be"].id),
     ]
+
+
+def test_a_bulk_insert_refuses_to_leave_out_a_column_with_a_per_row_default(app):
+    from preference_center.services.bulk import BulkInsert
+
+    contacts = BulkInsert(Contact.__table__, ("email", "email_display", "language", "source"))
+    with app.app_context(), pytest.raises(TypeError, match="public_id"):
+        contacts.execute([("a@example.be", "a@example.be", "nl", "import")], {})
