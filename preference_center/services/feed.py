@@ -164,17 +164,18 @@ def _renderer(
             select(Contact.id, *MEMBER_COLUMNS).where(Contact.public_id.in_(public_ids))
         ).all()
     }
-    subscriptions = {
-        (s.contact_id, s.topic_id): s
-        for s in db.session.execute(
-            select(
-                Subscription.contact_id,
-                Subscription.topic_id,
-                Subscription.frequency,
-                Subscription.confirmed_at,
-            ).where(Subscription.contact_id.in_([c.id for c in contacts.values()]))
-        ).all()
-    }
+    # Per person, their subscriptions by topic: a profile item looks at one person's only,
+    # not at every subscription of the page (a page holds up to API_PAGE_SIZE_MAX people).
+    subscriptions: dict[int, dict[int, Any]] = {}
+    for s in db.session.execute(
+        select(
+            Subscription.contact_id,
+            Subscription.topic_id,
+            Subscription.frequency,
+            Subscription.confirmed_at,
+        ).where(Subscription.contact_id.in_([c.id for c in contacts.values()]))
+    ):
+        subscriptions.setdefault(s.contact_id, {})[s.topic_id] = s
 
     def render(row: Any) -> dict[str, Any] | None:
         item: dict[str, Any] = {
@@ -191,17 +192,16 @@ def _renderer(
         if contact is None:
             return None  # erased since: its tombstone comes later in the feed
         if row.topic_id is not None:
-            subscription = subscriptions.get((contact.id, row.topic_id))
+            subscription = subscriptions.get(contact.id, {}).get(row.topic_id)
             if subscription is None or subscription.confirmed_at is None:
                 return None  # never confirmed: never leaves the service (L2)
             frequency, confirmed_at = subscription.frequency, subscription.confirmed_at
         else:
-            confirmed = [
-                s
-                for (cid, tid), s in subscriptions.items()
-                if cid == contact.id and s.confirmed_at and (scope is None or tid in scope)
-            ]
-            if not confirmed:
+            own = subscriptions.get(contact.id, {})
+            if not any(
+                s.confirmed_at and (scope is None or topic_id in scope)
+                for topic_id, s in own.items()
+            ):
                 return None
             frequency, confirmed_at = None, None
         item.update(
