@@ -22,7 +22,7 @@ from ..models import (
     Webhook,
     utcnow,
 )
-from .feed import REMOVALS, in_scope, iso
+from .feed import REMOVALS, high_water, in_scope, iso
 
 
 @dataclass
@@ -79,7 +79,7 @@ def status(now: datetime | None = None) -> dict[str, Any]:
         "ok": not any(c.late for c in consumers),
         "checked_at": iso(now),
         "threshold_hours": threshold,
-        "high_water": db.session.scalar(select(func.coalesce(func.max(SubscriberChange.id), 0))),
+        "high_water": high_water(),
         "consumers": [c.as_dict() for c in consumers],
     }
 
