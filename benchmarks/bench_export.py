@@ -41,13 +41,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from bench_http import running_server, settings
-from common import busy_warning, postgres_database, report
+from common import busy_warning, report, throwaway_database
 from sqlalchemy import insert, select
 
 from preference_center import create_app
@@ -73,14 +72,8 @@ FIRST_NAMES = ["Anaïs", "Jan", "Élodie", "Pieter", "Zoë", "Loïc", "Marie-Cla
 LAST_NAMES = ["Peeters", "Dubois", "Janssens", "Lefèvre", "Van den Broeck", "Maes", "Renard"]
 
 
-@contextmanager
-def database(admin_url: str | None) -> Iterator[tuple[str, str]]:
-    if admin_url is None:
-        with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
-            yield "sqlite", f"sqlite:///{Path(folder) / 'bench.sqlite3'}"
-        return
-    with postgres_database(admin_url) as target:
-        yield target
+def database(admin_url: str | None) -> AbstractContextManager[tuple[str, str]]:
+    return throwaway_database(admin_url, "bench-export-")
 
 
 def populate(app: Any, rows: int) -> tuple[str, str]:

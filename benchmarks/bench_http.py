@@ -81,13 +81,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from common import busy_warning, postgres_database, report
+from common import busy_warning, report, throwaway_database
 from flask import Flask, abort
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -194,15 +194,8 @@ def server_environment(database_url: str, port: int) -> dict[str, str]:
 # --- databases ------------------------------------------------------------------------------
 
 
-@contextmanager
-def database(admin_url: str | None) -> Iterator[tuple[str, str]]:
-    """Yield (backend name, database URL) for an empty database that is removed afterwards."""
-    if admin_url is None:
-        with tempfile.TemporaryDirectory(prefix="bench-http-") as folder:
-            yield "sqlite", f"sqlite:///{Path(folder) / 'bench.sqlite3'}"
-        return
-    with postgres_database(admin_url) as target:
-        yield target
+def database(admin_url: str | None) -> AbstractContextManager[tuple[str, str]]:
+    return throwaway_database(admin_url, "bench-http-")
 
 
 # --- test data (prepared before any clock starts) -----------------------------------------

@@ -41,17 +41,16 @@ import smtplib
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from common import busy_warning, postgres_database, report
+from common import busy_warning, report, throwaway_database
 from flask import Flask
 from sqlalchemy import func, select
 
@@ -200,15 +199,8 @@ def running_sink() -> Iterator[Sink]:
 # --- databases ------------------------------------------------------------------------------
 
 
-@contextmanager
-def database(admin_url: str | None) -> Iterator[tuple[str, str]]:
-    """Yield (backend name, database URL) for an empty database that is removed afterwards."""
-    if admin_url is None:
-        with tempfile.TemporaryDirectory(prefix="bench-outbox-") as folder:
-            yield "sqlite", f"sqlite:///{Path(folder) / 'bench.sqlite3'}"
-        return
-    with postgres_database(admin_url) as target:
-        yield target
+def database(admin_url: str | None) -> AbstractContextManager[tuple[str, str]]:
+    return throwaway_database(admin_url, "bench-outbox-")
 
 
 def build_app(database_url: str, smtp_port: int, async_commit: bool = False) -> Flask:

@@ -12,9 +12,11 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
@@ -42,6 +44,21 @@ def postgres_database(admin_url: str) -> Iterator[tuple[str, str]]:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+@contextmanager
+def throwaway_database(admin_url: str | None, prefix: str) -> Iterator[tuple[str, str]]:
+    """Yield (backend name, URL) of an empty database that is removed afterwards.
+
+    SQLite in a temporary folder when ``admin_url`` is None, else a database on that
+    PostgreSQL server (see :func:`postgres_database`).
+    """
+    if admin_url is None:
+        with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+            yield "sqlite", f"sqlite:///{Path(folder) / 'bench.sqlite3'}"
+        return
+    with postgres_database(admin_url) as target:
+        yield target
 
 
 def busy_warning() -> float:
