@@ -500,3 +500,22 @@ def test_a_fresh_app_does_not_touch_smtp_or_the_database_at_import(tmp_path):
     )
     assert app.name == "preference_center"
     assert not Path(tmp_path / "nothing.sqlite3").exists()
+
+
+def test_rows_claimed_ahead_are_given_back_when_the_worker_stops(app, smtp):
+    """The next batch is claimed while the last message of a batch is sent (docs/benchmarks.md);
+    a worker that stops right after must not leave that batch leased until its lease expires."""
+    ids = [queue(app, f"ahead{i}@example.be") for i in range(8)]
+    with app.app_context():
+        worker = outbox.Worker(batch_size=3)
+
+        def stop_after_the_first_batch(report):
+            worker.stopping = True
+
+        report = worker.run(once=True, on_batch=stop_after_the_first_batch)
+    assert report.sent == 3 and len(smtp.messages) == 3
+    with app.app_context():
+        rest = db.session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(ids[3:]))).all()
+        assert {(r.status, r.locked_by) for r in rest} == {(OutboxStatus.PENDING, None)}
+    assert drain(app).sent == 5, "another worker takes them at once"
+    assert len(smtp.messages) == 8

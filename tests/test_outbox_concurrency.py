@@ -210,11 +210,11 @@ def test_async_commit_marks_every_row_sent_and_leaves_the_pool_as_it_was(
     seen = []
     real_deliver = outbox._deliver
 
-    def record(rows, worker, connection, lease_ends, sent_marks):
+    def record(rows, worker, connection, lease_ends, sent_marks, **options):
         if backend == "postgresql":
             setting = sent_marks.exec_driver_sql("SHOW synchronous_commit").scalar()
             seen.append((sent_marks.connection.dbapi_connection, setting))
-        return real_deliver(rows, worker, connection, lease_ends, sent_marks)
+        return real_deliver(rows, worker, connection, lease_ends, sent_marks, **options)
 
     monkeypatch.setattr(outbox, "_deliver", record)
     with app.app_context():
