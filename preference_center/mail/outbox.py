@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -260,30 +261,18 @@ def _deliver(
     the SMTP server spends on a message; done in turn with the exchange they doubled the
     time per message. So, without threads and without pipelining commands, each is done
     while the server works on a command of the current exchange (``send_split``): the
-    previous message is recorded as sent while the server answers ``MAIL FROM``, the next
-    row's message is rendered while it answers ``RCPT TO`` and built while it reads the
-    body. The mark is always written before the current message's body is sent, so at
-    most one accepted message is ever unrecorded: a crash still repeats at most one message
-    (catalogue E4), and the ``finally`` below records the last one however the batch ends.
+    previous message's "sent" mark is started while the server answers ``MAIL FROM`` (see
+    :class:`_SentMarks`), the next row's message is rendered while it answers ``RCPT TO``
+    and built while it reads the body. The mark is always complete before the current
+    message's body is sent, so at most one accepted message is ever unrecorded: a crash
+    still repeats at most one message (catalogue E4), and the ``finally`` below records the
+    last one however the batch ends.
     While the server reads the last message's body, ``prefetch`` runs (the next claim).
     """
     report = BatchReport(claimed=len(rows))
     caps = HourlyCaps.load(rows)
-    accepted: list[OutboxMessage] = []  # accepted by the server, not yet recorded: 0 or 1
+    marks = _SentMarks(worker, sent_marks)
     ahead: dict[int, _Prepared] = {}  # the next row's message, rendered during the wait
-
-    def record_accepted() -> None:
-        while accepted:
-            done = accepted.pop()
-            _finish(
-                done.id,
-                worker,
-                connection=sent_marks,
-                status=OutboxStatus.SENT,
-                sent_at=utcnow(),
-                attempts=done.attempts + 1,
-                last_error=None,
-            )
 
     try:
         for index, row in enumerate(rows):
@@ -331,7 +320,9 @@ def _deliver(
 
             def while_waiting(stage: str, following: OutboxMessage | None = following) -> None:
                 if stage == "mail":
-                    record_accepted()
+                    marks.start()
+                elif stage == "body-next":
+                    marks.settle()  # E4: the previous message is recorded before this one
                 elif following is None:
                     if stage == "body" and prefetch is not None:
                         prefetch()
@@ -351,7 +342,7 @@ def _deliver(
                     while_waiting=while_waiting,
                 )
             except Exception as exc:  # classify() re-raises anything that is not a mail error
-                record_accepted()  # when the exchange failed before its MAIL FROM was sent
+                marks.settle()  # however far the exchange got
                 outcome, error = classify(exc)
                 report.errors.append(error)
                 current_app.logger.warning(
@@ -381,11 +372,74 @@ def _deliver(
                     return report, None
                 continue
             caps.count(row)
-            accepted.append(row)
+            marks.accepted = row
             report.sent += 1
     finally:
-        record_accepted()
+        marks.close()
     return report, connection
+
+
+class _SentMarks:
+    """Records each message the server accepted as sent, one at a time, in order.
+
+    ``accepted`` is the one message accepted but not yet recorded. :meth:`start` begins its
+    mark and :meth:`settle` waits until it is committed; the worker calls ``settle`` before it
+    sends the next body, which is what keeps catalogue E4 to one repeated message.
+
+    On SQLite the mark is a local write of some 0.1 ms and runs at once. On PostgreSQL it is a
+    round trip and a WAL flush to disk (``fdatasync``, measured at 0.3 to 0.8 ms here), longer
+    than the server's reply to ``MAIL FROM``; there it runs in a thread of its own, blocked in
+    the driver without the GIL, so the flush overlaps ``MAIL FROM``, ``RCPT TO`` and ``DATA``
+    instead of adding to every message. Only that thread uses the batch's connection until
+    the mark is settled.
+    """
+
+    def __init__(self, worker: str, connection: Connection) -> None:
+        self.worker = worker
+        self.connection = connection
+        self.accepted: OutboxMessage | None = None
+        self.pending: Future[None] | None = None
+        self.executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-marks")
+            if connection.dialect.name == "postgresql"
+            else None
+        )
+
+    def start(self) -> None:
+        row, self.accepted = self.accepted, None
+        if row is None:
+            return
+        self.settle()
+        if self.executor is None:
+            self._mark(row)
+        else:
+            self.pending = self.executor.submit(self._mark, row)
+
+    def settle(self) -> None:
+        """Start the pending mark if need be and wait until it is committed (or raise)."""
+        if self.accepted is not None:
+            self.start()
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.settle()
+        finally:
+            if self.executor is not None:
+                self.executor.shutdown(wait=True)
+
+    def _mark(self, row: OutboxMessage) -> None:
+        _finish(
+            row.id,
+            self.worker,
+            connection=self.connection,
+            status=OutboxStatus.SENT,
+            sent_at=utcnow(),
+            attempts=row.attempts + 1,
+            last_error=None,
+        )
 
 
 def release(rows: Sequence[OutboxMessage], worker: str) -> None:

@@ -129,8 +129,10 @@ def send_split(
     reads every reply as soon as it has sent the command and offers no way in between.
     ``while_waiting(stage)`` is called after each command has been sent and before its reply
     is read, with the stage: ``"mail"``, ``"rcpt"`` (once per recipient), ``"data"``, then
-    ``"body"`` once the message and its final dot are on the wire. This is not SMTP
-    pipelining: each command is still sent only after the previous reply has been read.
+    ``"body"`` once the message and its final dot are on the wire. One more call,
+    ``"body-next"``, comes after the server's 354 and just before the body is sent: the last
+    moment before the server can accept the message. This is not SMTP pipelining: each
+    command is still sent only after the previous reply has been read.
     """
     wait = while_waiting or _no_work
     host.ehlo_or_helo_if_needed()
@@ -177,6 +179,7 @@ def send_split(
     body = smtplib._quote_periods(msg)  # type: ignore[attr-defined]
     if body[-2:] != smtplib.bCRLF:
         body += smtplib.bCRLF
+    wait("body-next")
     host.send(body + b"." + smtplib.bCRLF)
     wait("body")
     code, resp = host.getreply()
