@@ -187,6 +187,18 @@ def test_a_frequency_the_topic_does_not_offer_is_refused(app, client, smtp):
     assert states(app)["newsletter"] is SubscriptionStatus.SUBSCRIBED
 
 
+def test_b7_a_save_without_the_csrf_token_changes_nothing(app, client, smtp):
+    """The page's forms carry no CSRF field of their own: CSRFProtect refuses the POST."""
+    path = subscribed(app, client, smtp)
+    before = states(app), contact_of(app).first_name, contact_of(app).prefs_version
+    for token in ("", "not-a-token"):
+        response = save(
+            client, path, csrf_token=token, first_name="Mallory", **{"topic-events": "y"}
+        )
+        assert response.status_code == 400
+    assert (states(app), contact_of(app).first_name, contact_of(app).prefs_version) == before
+
+
 def test_f3_a_save_from_a_stale_tab_is_refused_and_nothing_is_merged(app, client, smtp):
     path = subscribed(app, client, smtp)
     first_tab = client.get(path).get_data(as_text=True)
