@@ -62,13 +62,14 @@ def _translations() -> Any:
     """
     if not has_request_context():
         return get_translations()
+    # g itself, not the proxy: every attribute read through the proxy looks the context up.
+    page = g._get_current_object()  # type: ignore[attr-defined]
     # Flask-Babel keeps the request's locale (the selected one, or the one force_locale() set)
     # on g._flask_babel; read there, a string costs no get_locale() call once it is known.
-    state = g.get("_flask_babel")
-    locale = getattr(state, "babel_locale", None) or get_locale()
-    cached = g.get("_page_translations")
+    locale = getattr(getattr(page, "_flask_babel", None), "babel_locale", None) or get_locale()
+    cached = getattr(page, "_page_translations", None)
     if cached is None or cached[0] is not locale:
-        cached = g._page_translations = (locale, get_translations())
+        cached = page._page_translations = (locale, get_translations())
     return cached[1]
 
 
