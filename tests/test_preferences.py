@@ -590,6 +590,19 @@ def test_a_configured_mailbox_adds_a_mailto_to_list_unsubscribe(app, client, smt
     )
 
 
+def test_b7_a_leave_reason_without_the_csrf_token_is_not_stored(app, client, smtp):
+    """The page's reason form carries no CSRF field of its own: CSRFProtect refuses the POST."""
+    subscribed(app, client, smtp)
+    client.post(unsubscribe_path(app), data=ONE_CLICK)
+    response = client.post(
+        "/leave-reason?language=nl",
+        data={"csrf_token": "not-a-token", "reason": "too-many", "comment": "Te vaak"},
+        headers={"Referer": "https://prefs.example.be/u/x"},
+    )
+    assert response.status_code == 400
+    assert count(app, LeaveReason) == 0
+
+
 def test_the_leave_reason_is_stored_without_any_link_to_the_person(app, client, smtp):
     subscribed(app, client, smtp)
     page = client.post(unsubscribe_path(app), data=ONE_CLICK).get_data(as_text=True)

@@ -19,6 +19,7 @@ from flask_babel import gettext as _
 
 from ... import addresses, tokens
 from ...forms import (
+    NO_CSRF_FIELD,
     ButtonForm,
     EmailChangeForm,
     LeaveReasonForm,
@@ -41,12 +42,6 @@ from .common import (
 
 # --- the page -------------------------------------------------------------------------------
 
-#: The page's forms are built without a CSRF field of their own: the template writes the
-#: session's token with csrf_token() (the same one the field would hold), and CSRFProtect
-#: checks every POST to these views before they run (test_b7). The field only signed one
-#: more token per form, and a saved page checked the token a second time.
-_NO_CSRF_FIELD = {"csrf": False}
-
 
 def _render_page(
     token: str, contact: LinkedContact, form: PreferencesForm | None = None, status: int = 200
@@ -58,7 +53,7 @@ def _render_page(
             "language": contact.language,
             "paused_until": contact.paused_until.date() if contact.paused_until else None,
         },
-        meta=_NO_CSRF_FIELD,
+        meta=NO_CSRF_FIELD,
     )
     form.version.data = str(contact.prefs_version)
     text = consent.shown(str(validated(request.args.get("lang")) or language))
@@ -72,7 +67,7 @@ def _render_page(
             choices=choices.choices(contact),
             consent_text=text,
             masked=addresses.mask(contact.email_display),
-            email_form=EmailChangeForm(meta=_NO_CSRF_FIELD),
+            email_form=EmailChangeForm(meta=NO_CSRF_FIELD),
             next=request.args.get("next", ""),
         ),
         status,
@@ -90,7 +85,7 @@ def manage(token: str) -> Any:
 @token_limit
 def save(token: str) -> Any:
     contact = linked_contact(token)
-    form = PreferencesForm(meta=_NO_CSRF_FIELD)
+    form = PreferencesForm(meta=NO_CSRF_FIELD)
     if not form.validate_on_submit():
         return _render_page(token, contact, form, 400)
     chosen: dict[str, str | None] = {}
