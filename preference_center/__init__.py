@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config
@@ -49,7 +50,11 @@ def _wire_extensions(app: Flask) -> None:
     babel.init_app(app, locale_selector=i18n.select_locale)
     i18n.install_template_gettext(app)
     limiter.init_app(app)
-    login_manager.init_app(app)
+    # current_user reaches the templates as Flask-Login's own proxy, loaded only where a
+    # template uses it (the staff pages): its context processor loaded the user, anonymous or
+    # not, for every page rendered, the public ones included.
+    login_manager.init_app(app, add_context_processor=False)
+    app.jinja_env.globals["current_user"] = current_user
     login_manager.user_loader(accounts.load)
     login_manager.login_view = "admin.login"
     # No IP/agent binding ("strong" signs people out on every mobile network change and

@@ -178,6 +178,12 @@ class _Label(Label):
         return _html(f"{opening}{escape(text or self.text)}</label>")
 
 
+#: ``meta`` for a form whose page writes its token with ``csrf_token()`` (the same token the
+#: form's own field would hold) and whose POST is checked by CSRFProtect before the view runs
+#: (test_b7): the field only signed one more token per form, and a POST checked it twice.
+NO_CSRF_FIELD: dict[str, Any] = {"csrf": False}
+
+
 class Form(FlaskForm):
     """The base of the public forms: Flask-WTF's, with two costs of every page taken away.
 

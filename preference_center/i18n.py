@@ -62,22 +62,48 @@ def _translations() -> Any:
     """
     if not has_request_context():
         return get_translations()
-    locale = get_locale()
-    cached = g.get("_page_translations")
+    # g itself, not the proxy: every attribute read through the proxy looks the context up.
+    page = g._get_current_object()  # type: ignore[attr-defined]
+    # Flask-Babel keeps the request's locale (the selected one, or the one force_locale() set)
+    # on g._flask_babel; read there, a string costs no get_locale() call once it is known.
+    locale = getattr(getattr(page, "_flask_babel", None), "babel_locale", None) or get_locale()
+    cached = getattr(page, "_page_translations", None)
     if cached is None or cached[0] is not locale:
-        cached = g._page_translations = (locale, get_translations())
+        cached = page._page_translations = (locale, get_translations())
     return cached[1]
 
 
+class _PageTranslations:
+    """The catalogue of ``_translations()``, looked up when a string is translated."""
+
+    def ugettext(self, string: str) -> str:
+        return _translations().ugettext(string)  # type: ignore[no-any-return]
+
+    def ungettext(self, singular: str, plural: str, num: int) -> str:
+        return _translations().ungettext(singular, plural, num)  # type: ignore[no-any-return]
+
+    def upgettext(self, context: str, string: str) -> str:
+        return _translations().upgettext(context, string)  # type: ignore[no-any-return]
+
+    def unpgettext(self, context: str, singular: str, plural: str, num: int) -> str:
+        return _translations().unpgettext(  # type: ignore[no-any-return]
+            context, singular, plural, num
+        )
+
+
 def install_template_gettext(app: Flask) -> None:
-    """Give the templates gettext and friends through ``_translations`` (see there)."""
-    app.jinja_env.install_gettext_callables(
-        gettext=lambda s: _translations().ugettext(s),
-        ngettext=lambda s, p, n: _translations().ungettext(s, p, n),
-        newstyle=True,
-        pgettext=lambda c, s: _translations().upgettext(c, s),
-        npgettext=lambda c, s, p, n: _translations().unpgettext(c, s, p, n),
-    )
+    """Give the templates gettext and friends through ``_translations`` (see there).
+
+    Jinja's own newstyle functions reach the catalogue through two ``Context.call``s per
+    string (``_`` looks ``gettext`` up again, which wraps the callable given here); the
+    functions the emails use (``mail.templating``) do the same work directly: the result is
+    marked safe when autoescaping is on and always formatted with the keyword arguments.
+    """
+    from .mail.templating import gettext_functions  # the mail package imports this module
+
+    app.jinja_env.add_extension("jinja2.ext.i18n")
+    app.jinja_env.newstyle_gettext = True  # type: ignore[attr-defined]
+    app.jinja_env.globals.update(gettext_functions(_PageTranslations()))
 
 
 def default_locale() -> str:

@@ -18,6 +18,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from flask import current_app
@@ -78,8 +79,15 @@ class TokenExpired(TokenError):
 
 def _serializer(purpose: Purpose) -> URLSafeTimedSerializer:
     config = current_app.config
-    keys = [*config.get("SECRET_KEY_FALLBACKS", []), config["SECRET_KEY"]]
-    return URLSafeTimedSerializer(keys, salt=purpose.value)
+    return _serializer_for(purpose, (*config.get("SECRET_KEY_FALLBACKS", []), config["SECRET_KEY"]))
+
+
+@lru_cache(maxsize=64)
+def _serializer_for(purpose: Purpose, keys: tuple[str | bytes, ...]) -> URLSafeTimedSerializer:
+    """Built once per purpose and keys (a serializer holds no other state): building one
+    cost about as much as verifying a token, and every link's page verifies one. Keyed on
+    the keys themselves, so a rotated SECRET_KEY is followed at once."""
+    return URLSafeTimedSerializer(list(keys), salt=purpose.value)
 
 
 def max_age(purpose: Purpose) -> int:

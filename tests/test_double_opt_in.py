@@ -142,6 +142,21 @@ def test_a_person_signs_up_confirms_and_is_subscribed_with_proof(app, client, sm
         assert (contact.first_name, contact.language) == ("Jan", "nl")
 
 
+def test_a_requests_topics_are_exactly_its_own_in_display_order(app):
+    """topics_of reads a range of ids: the topics between the chosen ones are left out."""
+    from preference_center.models import Topic
+    from preference_center.services.confirmation import topics_of
+
+    with app.app_context():
+        ids = db.session.scalars(select(Topic.id).order_by(Topic.id)).all()
+        assert len(ids) >= 3
+        chosen = [ids[-1], ids[0]]
+        found = topics_of(chosen)
+        assert {t.id for t in found} == set(chosen)
+        assert found == sorted(found, key=lambda t: (t.position, t.id))
+        assert topics_of([]) == [] and topics_of(None) == []
+
+
 def test_user_typed_fields_other_than_the_first_name_never_reach_the_email(app, client, smtp):
     post_signup(client, ADDRESS, first_name="Jan", source="", website="")
     run_worker(app)

@@ -187,6 +187,18 @@ def test_a_frequency_the_topic_does_not_offer_is_refused(app, client, smtp):
     assert states(app)["newsletter"] is SubscriptionStatus.SUBSCRIBED
 
 
+def test_b7_a_save_without_the_csrf_token_changes_nothing(app, client, smtp):
+    """The page's forms carry no CSRF field of their own: CSRFProtect refuses the POST."""
+    path = subscribed(app, client, smtp)
+    before = states(app), contact_of(app).first_name, contact_of(app).prefs_version
+    for token in ("", "not-a-token"):
+        response = save(
+            client, path, csrf_token=token, first_name="Mallory", **{"topic-events": "y"}
+        )
+        assert response.status_code == 400
+    assert (states(app), contact_of(app).first_name, contact_of(app).prefs_version) == before
+
+
 def test_f3_a_save_from_a_stale_tab_is_refused_and_nothing_is_merged(app, client, smtp):
     path = subscribed(app, client, smtp)
     first_tab = client.get(path).get_data(as_text=True)
@@ -576,6 +588,19 @@ def test_a_configured_mailbox_adds_a_mailto_to_list_unsubscribe(app, client, smt
     assert (
         header.startswith("<https://") and "<mailto:unsubscribe@prefs.example.be?subject=" in header
     )
+
+
+def test_b7_a_leave_reason_without_the_csrf_token_is_not_stored(app, client, smtp):
+    """The page's reason form carries no CSRF field of its own: CSRFProtect refuses the POST."""
+    subscribed(app, client, smtp)
+    client.post(unsubscribe_path(app), data=ONE_CLICK)
+    response = client.post(
+        "/leave-reason?language=nl",
+        data={"csrf_token": "not-a-token", "reason": "too-many", "comment": "Te vaak"},
+        headers={"Referer": "https://prefs.example.be/u/x"},
+    )
+    assert response.status_code == 400
+    assert count(app, LeaveReason) == 0
 
 
 def test_the_leave_reason_is_stored_without_any_link_to_the_person(app, client, smtp):

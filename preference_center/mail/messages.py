@@ -250,6 +250,15 @@ def new_message_id() -> str:
 
 def sender_domain() -> str:
     sender = current_app.config["MAIL_DEFAULT_SENDER"]
+    # Keyed on the setting itself (a list from JSON settings becomes a tuple to be hashable),
+    # so a changed sender is followed at once.
+    return _domain_of(sender if isinstance(sender, str) else tuple(sender))
+
+
+@lru_cache(maxsize=16)
+def _domain_of(sender: str | tuple[str, ...]) -> str:
+    """The sender's domain in ASCII; one sender, normally, and parsing and IDNA-encoding it
+    for every Message-ID cost about as much as one of a confirmation's statements."""
     address = getaddresses([sender])[0][1] if isinstance(sender, str) else sender[1]
     domain = address.rpartition("@")[2] or "localhost"
     try:

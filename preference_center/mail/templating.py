@@ -32,7 +32,7 @@ def email_context(language: str, context: dict[str, Any]) -> Iterator[dict[str, 
         # The environment's globals first, as Template.render merges them: everything given
         # or added below wins over them.
         values = dict(current_app.jinja_env.globals)
-        values.update(_gettext_functions(get_translations()))
+        values.update(gettext_functions(get_translations()))
         values.update(context)
         current_app.update_template_context(values)
         yield values
@@ -61,8 +61,9 @@ def render(name: str, context: dict[str, Any]) -> str:
     return rendered
 
 
-def _gettext_functions(translations: Any) -> dict[str, Any]:
-    """Jinja's "newstyle" gettext functions (``jinja2.ext``), bound to one catalogue.
+def gettext_functions(translations: Any) -> dict[str, Any]:
+    """Jinja's "newstyle" gettext functions (``jinja2.ext``), bound to one catalogue (any
+    object with ``ugettext``, ``ungettext``, ``upgettext`` and ``unpgettext``).
 
     As in Jinja, the result is marked safe when autoescaping is on and is always formatted with
     the keyword arguments, so ``%`` in a translation must be written ``%%``. ``_`` is bound

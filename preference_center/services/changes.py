@@ -131,6 +131,14 @@ def _queue(session: Session, entry: dict[str, Any]) -> None:
     session.info.setdefault(_PENDING, []).append(entry)
 
 
+#: Built once, and run as Core statements on the session's connection: every confirmation,
+#: unsubscribe and saved preference page commits through here, and the ORM's bulk-insert path
+#: (which ``session.execute(insert(SubscriberChange), entries)`` takes) only adds work to the
+#: same INSERT … executemany.
+_LOCK_FEED = text("SELECT pg_advisory_xact_lock(:key)")
+_INSERT_ENTRIES = insert(SubscriberChange.__table__)
+
+
 @event.listens_for(Session, "before_commit")
 def _write_pending(session: Session) -> None:
     entries = session.info.pop(_PENDING, None)
@@ -140,9 +148,10 @@ def _write_pending(session: Session) -> None:
     now = utcnow()
     for entry in entries:
         entry["occurred_at"] = now
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK_KEY})
-    session.execute(insert(SubscriberChange), entries)
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(_LOCK_FEED, {"key": FEED_LOCK_KEY})
+    connection.execute(_INSERT_ENTRIES, entries)
 
 
 @event.listens_for(Session, "after_transaction_end")

@@ -23,6 +23,7 @@ from flask_babel import lazy_gettext as _l
 from ... import tokens
 from ...extensions import client_ip
 from ...forms import (
+    NO_CSRF_FIELD,
     ButtonForm,
     LeaveReasonForm,
 )
@@ -163,6 +164,6 @@ def safe_next(target: str | None, fallback: str) -> str:
 def left_page(unsubscribe_token: str | None, manage_token: str | None) -> str:
     return render_template(
         "preferences/left.html",
-        reason_form=LeaveReasonForm(),
+        reason_form=LeaveReasonForm(meta=NO_CSRF_FIELD),
         manage_token=manage_token,
     )

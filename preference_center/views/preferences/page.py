@@ -19,6 +19,7 @@ from flask_babel import gettext as _
 
 from ... import addresses, tokens
 from ...forms import (
+    NO_CSRF_FIELD,
     ButtonForm,
     EmailChangeForm,
     LeaveReasonForm,
@@ -51,7 +52,8 @@ def _render_page(
             "first_name": contact.first_name,
             "language": contact.language,
             "paused_until": contact.paused_until.date() if contact.paused_until else None,
-        }
+        },
+        meta=NO_CSRF_FIELD,
     )
     form.version.data = str(contact.prefs_version)
     text = consent.shown(str(validated(request.args.get("lang")) or language))
@@ -65,7 +67,7 @@ def _render_page(
             choices=choices.choices(contact),
             consent_text=text,
             masked=addresses.mask(contact.email_display),
-            email_form=EmailChangeForm(),
+            email_form=EmailChangeForm(meta=NO_CSRF_FIELD),
             next=request.args.get("next", ""),
         ),
         status,
@@ -83,7 +85,7 @@ def manage(token: str) -> Any:
 @token_limit
 def save(token: str) -> Any:
     contact = linked_contact(token)
-    form = PreferencesForm()
+    form = PreferencesForm(meta=NO_CSRF_FIELD)
     if not form.validate_on_submit():
         return _render_page(token, contact, form, 400)
     chosen: dict[str, str | None] = {}
