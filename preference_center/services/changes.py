@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import Insert, bindparam, event, func, insert, select
 from sqlalchemy.orm import Session
 
 from ..extensions import db
@@ -135,8 +135,29 @@ def _queue(session: Session, entry: dict[str, Any]) -> None:
 #: unsubscribe and saved preference page commits through here, and the ORM's bulk-insert path
 #: (which ``session.execute(insert(SubscriberChange), entries)`` takes) only adds work to the
 #: same INSERT … executemany.
-_LOCK_FEED = text("SELECT pg_advisory_xact_lock(:key)")
 _INSERT_ENTRIES = insert(SubscriberChange.__table__)
+_ENTRY_COLUMNS = ("kind", "subscriber_id", "topic_id", "occurred_at", "email")
+
+
+def _locked_insert() -> Insert:
+    """PostgreSQL: the entries' INSERT, taking the feed's advisory lock in the same statement.
+
+    ``WITH feed_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(:key)) INSERT … SELECT …
+    FROM feed_lock``: the CTE is its own plan node, so the lock is held before the INSERT
+    takes an id from the sequence, exactly as when the lock was a statement of its own (F5),
+    for one round trip fewer on every write that reaches the feed. Taken again by each row
+    of an executemany, which PostgreSQL allows within a transaction.
+    """
+    table = SubscriberChange.__table__
+    lock = select(func.pg_advisory_xact_lock(bindparam("key"))).cte("feed_lock")
+    lock = lock.prefix_with("MATERIALIZED")
+    values = select(
+        *(bindparam(name, type_=table.c[name].type) for name in _ENTRY_COLUMNS)
+    ).select_from(lock)
+    return insert(table).from_select(list(_ENTRY_COLUMNS), values)
+
+
+_LOCKED_INSERT_ENTRIES = _locked_insert()
 
 
 @event.listens_for(Session, "before_commit")
@@ -150,8 +171,11 @@ def _write_pending(session: Session) -> None:
         entry["occurred_at"] = now
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        connection.execute(_LOCK_FEED, {"key": FEED_LOCK_KEY})
-    connection.execute(_INSERT_ENTRIES, entries)
+        for entry in entries:
+            entry["key"] = FEED_LOCK_KEY
+        connection.execute(_LOCKED_INSERT_ENTRIES, entries)
+    else:
+        connection.execute(_INSERT_ENTRIES, entries)
 
 
 @event.listens_for(Session, "after_transaction_end")
