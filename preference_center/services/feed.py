@@ -117,6 +117,16 @@ class Links:
         head, tail = self._unsubscribe_url
         return head + self._unsubscribe({"c": public_id, "t": topic_id}) + tail
 
+    def manage_url_parts(self) -> tuple[str, str]:
+        """The preference page's URL before and after the token."""
+        head, tail = self._manage_url
+        return head, tail
+
+    def unsubscribe_url_parts(self) -> tuple[str, str]:
+        """The one-click unsubscribe URL before and after the token."""
+        head, tail = self._unsubscribe_url
+        return head, tail
+
 
 def topic_slugs() -> dict[int, str]:
     return {topic_id: slug for topic_id, slug in db.session.execute(select(Topic.id, Topic.slug))}
