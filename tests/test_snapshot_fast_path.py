@@ -43,6 +43,7 @@ NAMES = [
     "\tTab",
     "\rReturn",
     'quote " and, comma',
+    "comma, only",
     "line\nbreak",
     "crlf\r\nbreak",
     "back\\slash",
