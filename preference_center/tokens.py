@@ -101,9 +101,10 @@ def minter(purpose: Purpose) -> Callable[[dict[str, Any]], str]:
     """A fast ``make`` for signing many payloads at once (a feed page, say).
 
     The key is derived once and the timestamp encoded once a second (see :func:`signer`);
-    the tokens are exactly what ``make`` returns for the same moment (the same layout; an
-    uncompressed payload, which is what itsdangerous makes of payloads this small). A test
-    checks minted tokens against ``make`` and ``load``.
+    the tokens are exactly what ``make`` returns for the same moment, except that the
+    payload is never compressed (``make`` compresses one that zlib shortens, which a random
+    id never is; ``load`` accepts both). Tests check minted tokens against ``make`` and
+    ``load``.
     """
     # As itsdangerous writes it: compact, and UTF-8 rather than \u escapes.
     encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
