@@ -93,8 +93,9 @@ class Page:
 class Links:
     """Each subscriber's preference page and one-click unsubscribe, signed in bulk.
 
-    ``url_for`` and itsdangerous are too slow to call twice per row of a million-row
+    ``url_for`` and itsdangerous are too slow to call twice per row of a feed page or a
     snapshot; the URL is built once around a placeholder and the tokens come from a minter.
+    The snapshot takes the URLs' fixed parts from here and signs with ``tokens.signer``.
     """
 
     _PLACEHOLDER = "TOKEN"
