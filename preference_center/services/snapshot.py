@@ -175,8 +175,13 @@ class _Links:
         self.unsubscribe_tail = ',"t":' + json.dumps(topic_id) + "}"
 
 
-def stream(snapshot: Snapshot, fmt: str, links: Links) -> Iterator[str]:
-    """The snapshot in ``fmt``, in chunks; closes the transaction when done or abandoned."""
+def stream(snapshot: Snapshot, fmt: str, links: Links) -> Iterator[bytes]:
+    """The snapshot in ``fmt``, in UTF-8 chunks; closes the transaction when done or abandoned.
+
+    Each row is encoded on its own: a row with an accented name costs as much to encode as
+    before, but the others are copied, where one 0.5 MB chunk with any accent in it is
+    encoded character by character (0.5 us per row).
+    """
     try:
         if fmt == "csv":
             yield from _csv(snapshot, links)
@@ -186,7 +191,7 @@ def stream(snapshot: Snapshot, fmt: str, links: Links) -> Iterator[str]:
         snapshot.close()
 
 
-def _json_lines(snapshot: Snapshot, links: Links, *, as_array: bool) -> Iterator[str]:
+def _json_lines(snapshot: Snapshot, links: Links, *, as_array: bool) -> Iterator[bytes]:
     """NDJSON, or one JSON document; the same text as json.dumps(ensure_ascii=False).
 
     Every value is a string or None, so a row is one f-string (a third of the time of a
@@ -208,14 +213,14 @@ def _json_lines(snapshot: Snapshot, links: Links, *, as_array: bool) -> Iterator
     iso = _iso_function(snapshot.dialect)
     slug = _quote(snapshot.slug)
     quote = _quote
-    separator = ",\n" if as_array else "\n"
+    separator = b",\n" if as_array else b"\n"
     if as_array:
         head = json.dumps(
             {"topic": snapshot.slug, "cursor": snapshot.cursor},
             ensure_ascii=False,
             separators=(",", ":"),
         )
-        yield head[:-1] + ',"subscribers":[\n'
+        yield (head[:-1] + ',"subscribers":[\n').encode()
     first = True
     for batch in _batches(snapshot):
         lines = []
@@ -245,21 +250,21 @@ def _json_lines(snapshot: Snapshot, links: Links, *, as_array: bool) -> Iterator
                 f'"confirmed_at":"{iso(at)}",'
                 f'"paused_until":{"null" if paused is None else quote(iso(paused))},'
                 f'"manage_url":{manage_head}{manage}{manage_tail},'
-                f'"unsubscribe_url":{unsubscribe_head}{unsubscribe}{unsubscribe_tail_url}}}'
+                f'"unsubscribe_url":{unsubscribe_head}{unsubscribe}{unsubscribe_tail_url}}}'.encode()
             )
         if as_array and not first:
             lines[0] = separator + lines[0]
         first = False
-        yield separator.join(lines) + ("" if as_array else "\n")
+        yield separator.join(lines) + (b"" if as_array else b"\n")
     if as_array:
-        yield "\n]}\n"
+        yield b"\n]}\n"
 
 
 #: Characters that make csv.writer (excel dialect) quote a cell, but the comma; and NUL.
 _CSV_SPECIAL = re.compile('["\r\n\0]').search
 
 
-def _csv(snapshot: Snapshot, links: Links) -> Iterator[str]:
+def _csv(snapshot: Snapshot, links: Links) -> Iterator[bytes]:
     """CSV with CSV_HEADER, as csv.writer writes it; names neutralised against formulas (L5).
 
     csv.writer takes about 6 us per row of eleven cells. Almost no row has a cell to quote,
@@ -280,7 +285,7 @@ def _csv(snapshot: Snapshot, links: Links) -> Iterator[str]:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_HEADER)
-    yield out.getvalue()
+    yield out.getvalue().encode()
     out.seek(0)
     out.truncate()
     # If a fixed part of the links needs quoting (an odd SERVER_NAME), every row goes
@@ -316,7 +321,7 @@ def _csv(snapshot: Snapshot, links: Links) -> Iterator[str]:
             if cells.count(",") == commas and special(cells) is None:
                 append(
                     f"{cells}{manage_head}{manage}{manage_tail},"
-                    f"{unsubscribe_head}{unsubscribe}{unsubscribe_tail_url}\r\n"
+                    f"{unsubscribe_head}{unsubscribe}{unsubscribe_tail_url}\r\n".encode()
                 )
                 continue
             writer.writerow(
@@ -334,7 +339,7 @@ def _csv(snapshot: Snapshot, links: Links) -> Iterator[str]:
                     unsubscribe_head + unsubscribe + unsubscribe_tail_url,
                 )
             )
-            append(out.getvalue())
+            append(out.getvalue().encode())
             out.seek(0)
             out.truncate()
-        yield "".join(lines)
+        yield b"".join(lines)
