@@ -16,7 +16,9 @@ How it measures:
   ``wsgi:app``), driven by ``http.client`` from this process: one GET per format that reads
   the whole streamed body, counting lines; the feed read page after page (``limit`` = the
   maximum, 5,000) until ``has_more`` is false. The worker's peak resident memory (VmHWM in
-  /proc) is read after each part.
+  /proc) is read after each part, and its CPU time (utime + stime) around each snapshot:
+  CPU microseconds per row, which other work on a shared machine disturbs far less than
+  rows per second.
 * The baseline: in this process, one connection with a server-side cursor
   (``stream_results``), the same SELECT, each row written to the same format with the same
   fields, the two signed links included (minted the same way: a snapshot row without them
@@ -185,6 +187,15 @@ def read_feed(port: int, host: str, secret: str) -> tuple[int, int, float]:
     return items, pages, elapsed
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time that ``pids`` used so far, in seconds."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def peak_memory_mb(pids: list[int]) -> float:
     """The largest peak resident set (VmHWM) among ``pids``, in MB."""
     peaks = []
@@ -293,6 +304,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stream(server.port, server.host, "/api/v1/changes?limit=1", secret)
             results["memory_mb_idle"] = round(peak_memory_mb(pids), 1)
             for fmt in ("ndjson", "csv"):
+                cpu = cpu_seconds(pids)
                 lines, size, seconds, cursor = stream(
                     server.port,
                     server.host,
@@ -307,6 +319,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "mb": round(size / 1e6, 1),
                     "seconds": round(seconds, 2),
                     "rows_per_second": round(count / seconds),
+                    "cpu_us_per_row": round((cpu_seconds(pids) - cpu) / count * 1e6, 2),
                     "memory_mb": round(peak_memory_mb(pids), 1),
                 }
             items, pages, seconds = read_feed(server.port, server.host, secret)
@@ -321,9 +334,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
         app.config["SERVER_NAME"] = server.host  # the same links as the server's
         for fmt in ("ndjson", "csv"):
+            cpu = time.process_time()
             count, size, seconds = baseline(app, slug, fmt)
             part = parts[f"snapshot_{fmt}"]
             part["baseline_rows_per_second"] = round(count / seconds)
+            part["baseline_cpu_us_per_row"] = round((time.process_time() - cpu) / count * 1e6, 2)
             part["ratio"] = round(part["rows_per_second"] / part["baseline_rows_per_second"], 3)
         with app.app_context():
             db.engine.dispose()
@@ -344,13 +359,16 @@ def print_table(results: dict[str, Any]) -> None:
         f"load average {results['load_average']}, web worker idle {results['memory_mb_idle']} MB"
     )
     print(
-        f"{'part':<16}{'rows/s':>10}{'baseline':>10}{'ratio':>8}{'seconds':>9}{'MB out':>8}{'worker MB':>11}"
+        f"{'part':<16}{'rows/s':>10}{'baseline':>10}{'ratio':>8}{'seconds':>9}{'MB out':>8}"
+        f"{'worker MB':>11}{'CPU us/row':>12}{'baseline':>10}"
     )
     for name, part in results["parts"].items():
         print(
             f"{name:<16}{part['rows_per_second']:>10,}{part.get('baseline_rows_per_second', 0):>10,}"
             f"{part.get('ratio', float('nan')):>8.3f}{part['seconds']:>9.2f}"
             f"{part.get('mb', 0):>8.1f}{part['memory_mb']:>11.1f}"
+            f"{part.get('cpu_us_per_row', float('nan')):>12.2f}"
+            f"{part.get('baseline_cpu_us_per_row', float('nan')):>10.2f}"
         )
     print(
         f"goals: snapshot ratio >= {GOAL_RATIO}, snapshot >= {GOAL_ROWS_PER_SECOND:,} rows/s, "

@@ -12,6 +12,7 @@ accepted, so a key can be rotated without breaking the links already sent (A10).
 from __future__ import annotations
 
 import base64
+import binascii
 import enum
 import hmac
 import json
@@ -24,6 +25,11 @@ from typing import Any
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.encoding import int_to_bytes
+
+try:  # OpenSSL's HMAC, whose copy() is a C call (hmac.HMAC.copy wraps it in Python)
+    from _hashlib import hmac_new as _openssl_hmac
+except ImportError:  # pragma: no cover - a Python built without OpenSSL
+    _openssl_hmac = None
 
 #: Tokens signed by a host whose clock runs slightly ahead are accepted (A5).
 CLOCK_SKEW_SECONDS = 120
@@ -100,30 +106,69 @@ def make(purpose: Purpose, payload: dict[str, Any]) -> str:
 
 
 def minter(purpose: Purpose) -> Callable[[dict[str, Any]], str]:
-    """A fast ``make`` for signing many payloads at once (a snapshot of a million rows).
+    """A fast ``make`` for signing many payloads at once (a feed page, say).
 
-    itsdangerous derives the key, builds an HMAC object and encodes the timestamp for every
-    token; here the key is derived once, the timestamp encoded once a second, and the HMAC
-    is OpenSSL's one-shot ``hmac.digest``, which makes signing several times faster. The
-    tokens are exactly what ``load`` expects (the same layout, an uncompressed payload,
-    which ``load`` accepts like any other); a test checks minted tokens against ``load``.
+    The key is derived once and the timestamp encoded once a second (see :func:`signer`);
+    the tokens are exactly what ``make`` returns for the same moment, except that the
+    payload is never compressed (``make`` compresses one that zlib shortens, which a random
+    id never is; ``load`` accepts both). Tests check minted tokens against ``make`` and
+    ``load``.
     """
-    serializer = _serializer(purpose)
-    signer = serializer.make_signer(serializer.salt)
-    key = signer.derive_key()
-    digest = signer.digest_method().name
-    sep = signer.sep
-    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
-    stamp: list[Any] = [None, b""]
+    # As itsdangerous writes it: compact, and UTF-8 rather than \u escapes.
+    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    current: list[Any] = [None, None]
 
     def make_one(payload: dict[str, Any]) -> str:
         now = int(time.time())
-        if now != stamp[0]:
-            stamp[0], stamp[1] = now, sep + _b64(int_to_bytes(now))
-        value = _b64(encode(payload).encode()) + stamp[1]
-        return (value + sep + _b64(hmac.digest(key, value, digest))).decode()
+        if now != current[0]:
+            current[0], current[1] = now, signer(purpose, now)
+        sign: Callable[[bytes], str] = current[1]
+        return sign(encode(payload).encode())
 
     return make_one
+
+
+def signer(purpose: Purpose, timestamp: int | None = None) -> Callable[[bytes], str]:
+    """Sign already-serialised payloads for ``purpose``, all with one ``timestamp`` (now).
+
+    For a snapshot of a million rows, two links each: ``sign(payload)`` takes the payload's
+    compact JSON in UTF-8 (``{"c":"…","t":1}``, as itsdangerous's serializer writes it) and
+    returns the token ``make`` would at that moment (never compressed: see :func:`minter`).
+    itsdangerous derives the key, keys an HMAC and encodes the timestamp for every token;
+    here that is done once, and each token copies the keyed HMAC (OpenSSL's, when
+    available): about 1.5 us instead of 30.
+    """
+    serializer = _serializer(purpose)
+    signer_ = serializer.make_signer(serializer.salt)
+    sep = signer_.sep
+    keyed = _keyed_hmac(signer_.derive_key(), signer_.digest_method().name)
+    now = int(time.time()) if timestamp is None else timestamp
+    stamp = sep + _b64(int_to_bytes(now))
+    b2a, urlsafe = binascii.b2a_base64, _URLSAFE
+    copy = keyed.copy
+
+    def sign(payload: bytes) -> str:
+        value = b2a(payload, newline=False).translate(urlsafe).rstrip(b"=") + stamp
+        mac = copy()
+        mac.update(value)
+        signature = b2a(mac.digest(), newline=False).translate(urlsafe).rstrip(b"=")
+        return (value + sep + signature).decode()
+
+    return sign
+
+
+def _keyed_hmac(key: bytes, digest: str) -> Any:
+    """A keyed HMAC whose ``copy()`` signs one more message without keying again."""
+    if _openssl_hmac is not None:
+        try:
+            return _openssl_hmac(key, digestmod=digest)
+        except ValueError:  # a digest this OpenSSL build does not offer
+            pass
+    return hmac.new(key, digestmod=digest)
+
+
+#: base64's standard alphabet to the URL-safe one, as itsdangerous writes it.
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def _b64(data: bytes) -> bytes:

@@ -93,8 +93,9 @@ class Page:
 class Links:
     """Each subscriber's preference page and one-click unsubscribe, signed in bulk.
 
-    ``url_for`` and itsdangerous are too slow to call twice per row of a million-row
+    ``url_for`` and itsdangerous are too slow to call twice per row of a feed page or a
     snapshot; the URL is built once around a placeholder and the tokens come from a minter.
+    The snapshot takes the URLs' fixed parts from here and signs with ``tokens.signer``.
     """
 
     _PLACEHOLDER = "TOKEN"
@@ -116,6 +117,16 @@ class Links:
     def unsubscribe(self, public_id: str, topic_id: int | None) -> str:
         head, tail = self._unsubscribe_url
         return head + self._unsubscribe({"c": public_id, "t": topic_id}) + tail
+
+    def manage_url_parts(self) -> tuple[str, str]:
+        """The preference page's URL before and after the token."""
+        head, tail = self._manage_url
+        return head, tail
+
+    def unsubscribe_url_parts(self) -> tuple[str, str]:
+        """The one-click unsubscribe URL before and after the token."""
+        head, tail = self._unsubscribe_url
+        return head, tail
 
 
 def topic_slugs() -> dict[int, str]:
