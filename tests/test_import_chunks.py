@@ -46,12 +46,12 @@ def chunked_report(app, client, smtp, chunk):
         suppression.add("erased@example.be", SuppressionReason.ERASED)
         db.session.commit()
     run(app, b"email\npending@example.be\n")  # a contact still waiting for its permission
-    previous = imports.CHUNK
-    imports.CHUNK = chunk
+    previous = imports.CHUNK, imports.POSTGRESQL_CHUNK
+    imports.CHUNK = imports.POSTGRESQL_CHUNK = chunk
     try:
         counts, _outcomes, batch_id = run(app, CHUNKED)
     finally:
-        imports.CHUNK = previous
+        imports.CHUNK, imports.POSTGRESQL_CHUNK = previous
     with app.app_context():
         rows = db.session.execute(
             select(ImportRow.line, ImportRow.outcome, ImportRow.contact_id)

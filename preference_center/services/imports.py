@@ -41,7 +41,12 @@ from .import_chunks import LANGUAGES as LANGUAGES
 from .import_chunks import ImportRun, OverlappedWrites, check_rows, write_chunk
 from .preferences import neutralise
 
+#: Rows per chunk: SQLite, and PostgreSQL. Each chunk costs PostgreSQL a handful of
+#: statements (three lookups, the staging table, two inserts), each parsed, planned and
+#: started; in larger chunks the server spends about 10% less CPU per row (1,000 -> 5,000
+#: rows). SQLite gains nothing from larger chunks (its CPU per row grew a little).
 CHUNK = 1000
+POSTGRESQL_CHUNK = 5000
 #: The GIL switch interval (s) while a helper thread writes an import's chunks (_overlapped).
 OVERLAP_SWITCH_INTERVAL = 0.0005
 #: SQLite's page cache during an import (KiB); see bulk.tuned_for_bulk. At most this much
@@ -135,7 +140,7 @@ def _fill(batch: ImportBatch, stream: BinaryIO, progress: Any = None) -> ImportB
     # follows the progress callback (a file, for the worker).
     rows_read = 0
     with tuned_for_bulk(IMPORT_CACHE_KIB), _overlapped(run):
-        for chunk in _chunks(rows):
+        for chunk in _chunks(rows, POSTGRESQL_CHUNK if run.overlap is not None else CHUNK):
             write_chunk(run, check_rows(chunk))
             rows_read += len(chunk)
             if progress is not None:
@@ -290,11 +295,11 @@ def progress_of(batch: ImportBatch) -> int:
         return 0
 
 
-def _chunks(rows: Iterator[readers.Row]) -> Iterator[list[readers.Row]]:
+def _chunks(rows: Iterator[readers.Row], size: int) -> Iterator[list[readers.Row]]:
     chunk: list[readers.Row] = []
     for row in rows:
         chunk.append(row)
-        if len(chunk) >= CHUNK:
+        if len(chunk) >= size:
             yield chunk
             chunk = []
     if chunk:
