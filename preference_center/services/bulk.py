@@ -260,8 +260,11 @@ class BulkInsert:
         sql += f"ON CONFLICT ({conflict}) DO NOTHING"
         if returning:
             sql += f" RETURNING {returning}"
-        result = bound.exec_driver_sql(sql, tuple(fixed.values()))
-        return [tuple(row) for row in result] if returning else []
+        # psycopg's own cursor: its rows are tuples already, where SQLAlchemy's result would
+        # make a Row of each returned contact and then a tuple again.
+        with bound.connection.driver_connection.cursor() as cursor:
+            cursor.execute(sql, tuple(fixed.values()))
+            return cursor.fetchall() if returning else []
 
     @staticmethod
     def _copy(bound: Connection, table: str, names: Sequence[str], rows: Iterable[Row]) -> None:
