@@ -13,6 +13,11 @@ million rows), an address that became a new contact of this batch is recognised 
 database by ``Contact.import_batch_id``, which the existing-contacts lookup reads anyway. Only
 the addresses that did *not* become this batch's contacts (suppressed, known, asked recently,
 or taken by a signup racing the import) are kept in memory.
+
+On PostgreSQL the writes of a chunk overlap the reading and checking of the next ones
+(:class:`OverlappedWrites`): the server inserts while the process checks. Its lookups then
+run before the previous chunk's contacts are inserted, so that chunk's new addresses are
+held too, one chunk at a time.
 """
 
 from __future__ import annotations

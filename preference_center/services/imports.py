@@ -8,7 +8,8 @@ the rows are written, so an unsubscribe during an import is never undone (F4).
 The whole file is one transaction (all or nothing on a technical failure); a bad row is a line
 in the report, never a reason to stop. Rows are handled in chunks, with one query per chunk
 for each check and one bulk insert per table (:mod:`.import_chunks`), so a 100,000-row file
-takes seconds and constant memory.
+takes seconds and constant memory. On PostgreSQL a helper thread writes each chunk while
+the next one is read and checked, in the same transaction.
 """
 
 from __future__ import annotations
