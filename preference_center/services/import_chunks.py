@@ -142,11 +142,16 @@ class Found(NamedTuple):
 
 
 class Decided(NamedTuple):
-    """A chunk with every row's outcome, ready to be written."""
+    """A chunk with every row's outcome, its rows ready to be written.
 
-    chunk: list[Checked]
-    outcomes: list[ImportOutcome]
-    new_rows: list[Checked]  # the rows that become new contacts
+    Made on the main thread, so that the helper of :class:`OverlappedWrites` has little
+    Python to run (it shares the GIL with the main thread): only the ids of the new contacts
+    are left to fill in.
+    """
+
+    contacts: list[tuple[Any, ...]]  # the new contacts' values, in _CONTACTS' column order
+    #: (line, email, outcome, reason, kind, the address of a new contact or None)
+    report: list[tuple[Any, ...]]
 
 
 def write_chunk(run: ImportRun, chunk: list[Checked]) -> None:
@@ -209,7 +214,14 @@ def _decide(
     kinds = Counter(row.kind for row in chunk)
     for kind in kinds.keys() - {None, AddressKind.PERSONAL.value}:
         run.counts[kind] += kinds[kind]
-    return Decided(chunk, outcomes, new_rows)
+    public_ids = _public_ids(len(new_rows))
+    contacts = [(row.canonical, row.display, row.first_name, row.last_name, row.company,
+                 row.language or run.language, row.kind, public_id)
+                for row, public_id in zip(new_rows, public_ids, strict=True)]  # fmt: skip
+    report = [(row.line, row.email, outcome, row.reason, row.kind,
+               row.canonical if outcome is _NEW else None)
+              for row, outcome in zip(chunk, outcomes, strict=True)]  # fmt: skip
+    return Decided(contacts, report)
 
 
 def _write(run: ImportRun, decided: Decided, bound: Connection) -> set[str]:
@@ -219,12 +231,10 @@ def _write(run: ImportRun, decided: Decided, bound: Connection) -> set[str]:
     for ``run.seen``. Reads nothing of ``run`` that changes while the import goes on, so it
     can run on another thread while the next chunk is decided.
     """
-    chunk, outcomes, new_rows = decided
-    ids, taken = _insert_contacts(run, new_rows, bound)
+    ids, taken = _insert_contacts(run, decided.contacts, bound)
     _REPORT.execute(
-        [(row.line, row.email, outcome, row.reason, row.kind,
-          ids.get(row.canonical) if outcome is _NEW else None)
-         for row, outcome in zip(chunk, outcomes, strict=True)],
+        [(line, email, outcome, reason, kind, ids.get(address))
+         for line, email, outcome, reason, kind, address in decided.report],
         {"batch_id": run.batch_id},
         bound,
     )  # fmt: skip
@@ -267,7 +277,7 @@ class OverlappedWrites:
         pending: AbstractSet[str] = frozenset()
         if self._decided is not None:
             previous = self._decided
-            pending = {row.canonical for row in previous.new_rows if row.canonical is not None}
+            pending = {values[0] for values in previous.contacts}
             self._writing = self._executor.submit(_write, self.run, previous, self.bound)
             self._decided = None
         self._decided = _decide(self.run, chunk, found, pending)
@@ -388,22 +398,19 @@ def _public_ids(count: int) -> list[str]:
 
 
 def _insert_contacts(
-    run: ImportRun, rows: list[Checked], bound: Connection
+    run: ImportRun, values: list[tuple[Any, ...]], bound: Connection
 ) -> tuple[dict[str, int], set[str]]:
-    """Insert the new contacts; one created meanwhile (a signup racing the import) is kept as
-    is. Returns the id of every address's contact, this batch's or the one that was there,
-    and the addresses that were taken that way (not this batch's contacts: a later repeat is
-    still a duplicate)."""
-    if not rows:
+    """Insert the new contacts (``values`` as :class:`Decided` holds them, the address
+    first); one created meanwhile (a signup racing the import) is kept as is. Returns the id
+    of every address's contact, this batch's or the one that was there, and the addresses
+    that were taken that way (not this batch's contacts: a later repeat is still a
+    duplicate)."""
+    if not values:
         return {}, set()
     dialect = bound.dialect.name
     before = None
     if dialect != "postgresql":
         before = bound.scalar(select(func.max(Contact.id)))
-    public_ids = _public_ids(len(rows))
-    values = [(row.canonical, row.display, row.first_name, row.last_name, row.company,
-               row.language or run.language, row.kind, public_id)
-              for row, public_id in zip(rows, public_ids, strict=True)]  # fmt: skip
     # One clock reading per chunk: its rows are written by one statement. The counters come
     # from the column defaults.
     now = utcnow()
@@ -419,7 +426,7 @@ def _insert_contacts(
             )
         ).all()
     ids = {email: contact_id for email, contact_id in inserted}
-    missing = [row.canonical for row in rows if row.canonical not in ids]
+    missing = [address for address, *_ in values if address not in ids]
     taken: set[str] = set()
     if missing:  # the address was taken by another contact: report that one's id
         for email, contact_id, _ in bound.execute(
