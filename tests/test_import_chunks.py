@@ -13,7 +13,7 @@ import io
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from test_imports import EVENT, run
 
 from preference_center import readers, suppression
@@ -46,12 +46,12 @@ def chunked_report(app, client, smtp, chunk):
         suppression.add("erased@example.be", SuppressionReason.ERASED)
         db.session.commit()
     run(app, b"email\npending@example.be\n")  # a contact still waiting for its permission
-    previous = imports.CHUNK
-    imports.CHUNK = chunk
+    previous = imports.CHUNK, imports.POSTGRESQL_CHUNK
+    imports.CHUNK = imports.POSTGRESQL_CHUNK = chunk
     try:
         counts, _outcomes, batch_id = run(app, CHUNKED)
     finally:
-        imports.CHUNK = previous
+        imports.CHUNK, imports.POSTGRESQL_CHUNK = previous
     with app.app_context():
         rows = db.session.execute(
             select(ImportRow.line, ImportRow.outcome, ImportRow.contact_id)
@@ -166,3 +166,41 @@ def test_a_bulk_insert_refuses_to_leave_out_a_column_with_a_per_row_default(app)
     contacts = BulkInsert(Contact.__table__, ("email", "email_display", "language", "source"))
     with app.app_context(), pytest.raises(TypeError, match="public_id"):
         contacts.execute([("a@example.be", "a@example.be", "nl", "import")], {})
+
+
+@pytest.mark.parametrize("failing", ["contacts", "report"])
+def test_g7_a_write_failing_in_a_later_chunk_leaves_nothing_of_the_import(
+    app, monkeypatch, failing
+):
+    """On PostgreSQL the chunks are written by a helper thread while the next one is read: a
+    failure there still fails the whole import, and the worker's rollback finds the helper
+    done (SQLite writes in order: the same promise)."""
+    from preference_center.services import import_chunks
+
+    target = import_chunks._CONTACTS if failing == "contacts" else import_chunks._REPORT
+    original = target.execute
+    calls = []
+
+    def fail_on_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("the disk is full")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, "execute", fail_on_the_third)
+    monkeypatch.setattr(imports, "CHUNK", 2)
+    monkeypatch.setattr(imports, "POSTGRESQL_CHUNK", 2)
+    content = b"email\n" + b"".join(b"person%d@example.be\n" % n for n in range(12))
+    with app.app_context():
+        batch = imports.start_upload(io.BytesIO(content), filename="x.csv", provenance=EVENT,
+                                     language="nl")  # fmt: skip
+        imports.queue(batch)
+        batch_id = batch.id
+        assert imports.run_queued() == batch_id
+        db.session.expire_all()
+        failed = db.session.get(imports.ImportBatch, batch_id)
+        assert failed.status is imports.ImportStatus.FAILED
+        assert "the disk is full" in failed.error
+        assert db.session.scalar(select(func.count()).select_from(Contact)) == 0
+        assert db.session.scalar(select(func.count()).select_from(ImportRow)) == 0
+    assert len(calls) == 3

@@ -157,15 +157,20 @@ class BulkInsert:
         self.returning = tuple(returning)
         self._compiled: dict[tuple[str, ...], tuple[str, list[int]]] = {}
 
-    def execute(self, rows: Sequence[Row], constants: dict[str, Any]) -> list[Row] | None:
+    def execute(
+        self, rows: Sequence[Row], constants: dict[str, Any], bound: Connection | None = None
+    ) -> list[Row] | None:
         """Insert ``rows`` with ``constants`` (Python values) in every one of them.
 
         Returns the ``returning`` columns of the rows inserted on PostgreSQL, None on SQLite
-        (whose ``executemany`` returns nothing).
+        (whose ``executemany`` returns nothing). ``bound`` is the session's connection, given
+        by a caller on another thread (where ``db.session`` is another session); by default
+        it is looked up.
         """
         if not rows:
             return [] if self.returning else None
-        bound = connection()
+        if bound is None:
+            bound = connection()
         dialect = bound.dialect
         varying = [self._stored(name, values, dialect) for name, values in
                    zip(self.columns, zip(*rows, strict=True), strict=True)]  # fmt: skip
@@ -232,14 +237,17 @@ class BulkInsert:
         self, bound: Connection, varying: list[Sequence[Any]], fixed: dict[str, Any]
     ) -> list[Row]:
         # COPY cannot skip conflicts, so the rows wait in a temporary table (dropped at the
-        # commit or rollback of the import) and move in one statement.
+        # commit or rollback of the import) and move in one statement. The table is made by
+        # the first chunk and emptied of the previous chunk's rows in the same round trip
+        # (two statements without parameters: psycopg sends them as one simple query).
         quote = bound.dialect.identifier_preparer.quote
         table, staging = quote(self.table.name), quote(f"_bulk_{self.table.name}")
         columns = ", ".join(quote(name) for name in self.columns)
-        bound.exec_driver_sql(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DROP AS "  # noqa: S608
-            f"SELECT {columns} FROM {table} WITH NO DATA"
-        )
+        with bound.connection.driver_connection.cursor() as cursor:
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DROP AS "  # noqa: S608
+                f"SELECT {columns} FROM {table} WITH NO DATA; TRUNCATE {staging}"
+            )
         self._copy(bound, f"_bulk_{self.table.name}", self.columns, zip(*varying, strict=True))
         # Identifiers come from the model's Table, quoted by the dialect; values are bound.
         casts = ", ".join(
@@ -252,10 +260,11 @@ class BulkInsert:
         sql += f"ON CONFLICT ({conflict}) DO NOTHING"
         if returning:
             sql += f" RETURNING {returning}"
-        result = bound.exec_driver_sql(sql, tuple(fixed.values()))
-        rows = [tuple(row) for row in result] if returning else []
-        bound.exec_driver_sql(f"TRUNCATE {staging}")
-        return rows
+        # psycopg's own cursor: its rows are tuples already, where SQLAlchemy's result would
+        # make a Row of each returned contact and then a tuple again.
+        with bound.connection.driver_connection.cursor() as cursor:
+            cursor.execute(sql, tuple(fixed.values()))
+            return cursor.fetchall() if returning else []
 
     @staticmethod
     def _copy(bound: Connection, table: str, names: Sequence[str], rows: Iterable[Row]) -> None:

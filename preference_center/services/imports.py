@@ -8,7 +8,8 @@ the rows are written, so an unsubscribe during an import is never undone (F4).
 The whole file is one transaction (all or nothing on a technical failure); a bad row is a line
 in the report, never a reason to stop. Rows are handled in chunks, with one query per chunk
 for each check and one bulk insert per table (:mod:`.import_chunks`), so a 100,000-row file
-takes seconds and constant memory.
+takes seconds and constant memory. On PostgreSQL a helper thread writes each chunk while
+the next one is read and checked, in the same transaction.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, BinaryIO
@@ -36,10 +39,17 @@ from . import audit
 from .bulk import tuned_for_bulk
 from .import_chunks import ASK_AGAIN_AFTER as ASK_AGAIN_AFTER
 from .import_chunks import LANGUAGES as LANGUAGES
-from .import_chunks import ImportRun, check_rows, write_chunk
+from .import_chunks import ImportRun, OverlappedWrites, check_rows, write_chunk
 from .preferences import neutralise
 
+#: Rows per chunk: SQLite, and PostgreSQL. Each chunk costs PostgreSQL a handful of
+#: statements (three lookups, the staging table, two inserts), each parsed, planned and
+#: started; in larger chunks the server spends about 10% less CPU per row (1,000 -> 5,000
+#: rows). SQLite gains nothing from larger chunks (its CPU per row grew a little).
 CHUNK = 1000
+POSTGRESQL_CHUNK = 5000
+#: The GIL switch interval (s) while a helper thread writes an import's chunks (_overlapped).
+OVERLAP_SWITCH_INTERVAL = 0.0005
 #: SQLite's page cache during an import (KiB); see bulk.tuned_for_bulk. At most this much
 #: memory more, used only as the file needs it.
 IMPORT_CACHE_KIB = 64 * 1024
@@ -130,12 +140,14 @@ def _fill(batch: ImportBatch, stream: BinaryIO, progress: Any = None) -> ImportB
     # then walk through. Nobody else can see the count before the commit anyway; the page
     # follows the progress callback (a file, for the worker).
     rows_read = 0
-    with tuned_for_bulk(IMPORT_CACHE_KIB):
-        for chunk in _chunks(rows):
+    with tuned_for_bulk(IMPORT_CACHE_KIB), _overlapped(run):
+        for chunk in _chunks(rows, POSTGRESQL_CHUNK if run.overlap is not None else CHUNK):
             write_chunk(run, check_rows(chunk))
             rows_read += len(chunk)
             if progress is not None:
                 progress(rows_read)
+        if run.overlap is not None:
+            run.overlap.finish()
     batch.rows_read = rows_read
     batch.counts = dict(run.counts)
     batch.status = ImportStatus.IMPORTED
@@ -144,6 +156,33 @@ def _fill(batch: ImportBatch, stream: BinaryIO, progress: Any = None) -> ImportB
                  sha256=batch.file_sha256, event=batch.event_name, counts=batch.counts)  # fmt: skip
     db.session.commit()
     return batch
+
+
+@contextmanager
+def _overlapped(run: ImportRun) -> Iterator[None]:
+    """On PostgreSQL, write each chunk while the next is read and checked (OverlappedWrites).
+
+    SQLite gains nothing: there is no server to work meanwhile, so its chunks are written in
+    order. While the helper thread writes, the process switches threads every
+    ``OVERLAP_SWITCH_INTERVAL`` seconds instead of every 5 ms: the helper waits for the
+    server four times a chunk, and each time the server has answered it needs the GIL back
+    from the main thread, which is busy checking rows; the setting is restored afterwards.
+    """
+    bound = db.session.connection()
+    if bound.dialect.name != "postgresql":
+        yield
+        return
+    run.overlap = OverlappedWrites(run, bound)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, OVERLAP_SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        try:
+            run.overlap.close()
+        finally:
+            run.overlap = None
+            sys.setswitchinterval(interval)
 
 
 # --- uploads through the web: preview first, then a job for the worker ----------------------
@@ -257,11 +296,11 @@ def progress_of(batch: ImportBatch) -> int:
         return 0
 
 
-def _chunks(rows: Iterator[readers.Row]) -> Iterator[list[readers.Row]]:
+def _chunks(rows: Iterator[readers.Row], size: int) -> Iterator[list[readers.Row]]:
     chunk: list[readers.Row] = []
     for row in rows:
         chunk.append(row)
-        if len(chunk) >= CHUNK:
+        if len(chunk) >= size:
             yield chunk
             chunk = []
     if chunk:
