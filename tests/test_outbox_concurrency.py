@@ -117,7 +117,7 @@ def test_a_failing_loop_stops_the_others_and_its_message_goes_out_again(app, smt
     assert sent_rows(app) == total
 
 
-def test_a_killed_concurrent_worker_repeats_at_most_one_message_per_connection(
+def test_e4_a_killed_concurrent_worker_repeats_at_most_one_message(
     app, smtp, database_url, tmp_path
 ):
     """kill -9 on `flask outbox work --concurrency 3`, then another worker finishes the job."""
@@ -164,7 +164,7 @@ def test_a_killed_concurrent_worker_repeats_at_most_one_message_per_connection(
         outbox.Worker(batch_size=100).run(once=True)
     recipients = [rcpt for _, rcpts in smtp.handler.envelopes for rcpt in rcpts]
     assert set(recipients) == {f"k{i}@example.be" for i in range(total)}, "nothing lost"
-    assert len(recipients) - total <= concurrency, "at most the message in flight per loop"
+    assert len(recipients) - total <= 1, "at most one message again, whatever the concurrency"
     by_id = Counter(m["Message-ID"] for m in smtp.messages)
     assert len(by_id) == total, "a repeated message keeps its Message-ID"
     assert sent_rows(app) == total

@@ -187,12 +187,14 @@ def test_send_split_calls_back_while_each_reply_is_outstanding():
     assert seen == ["mail", "rcpt", "data", "body-next", "body"]
 
 
-def test_e4_each_message_is_recorded_sent_before_the_next_one_is_accepted(app, smtp):
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_e4_each_message_is_recorded_sent_before_the_next_one_is_accepted(app, smtp, concurrency):
     """The worker records message k while message k+1 is under way, never later.
 
     When the server receives a message's body (``handle_DATA``), every message it accepted
     before must already be marked sent in the database: at most one accepted message is ever
-    unrecorded, so a crash repeats at most one (catalogue E4).
+    unrecorded, so a crash repeats at most one (catalogue E4). With several connections too:
+    their sender loops take turns for the bodies (``Worker.acceptance``).
     """
     total = 12
     with app.app_context():
@@ -218,7 +220,7 @@ def test_e4_each_message_is_recorded_sent_before_the_next_one_is_accepted(app, s
 
     smtp.handler.handle_DATA = check
     with app.app_context():
-        report = outbox.Worker(batch_size=5).run(once=True)
+        report = outbox.Worker(batch_size=3, concurrency=concurrency).run(once=True)
     assert report.sent == total
     assert len(unrecorded) == total
     assert max(unrecorded) == 0, unrecorded

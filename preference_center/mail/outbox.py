@@ -6,14 +6,15 @@ reused SMTP connection, and marks each row sent in its own short transaction, so
 * two workers never send the same row (the claim is an atomic conditional UPDATE, with
   ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so workers don't queue behind each other);
 * a worker killed mid-batch loses nothing: its lease expires and the rows go out again,
-  with the same Message-ID (at-least-once; at most the message in flight is repeated, one per
-  SMTP connection when the worker sends over several, see ``worker.py``);
+  with the same Message-ID (at-least-once; at most the message in flight is repeated, one
+  per worker process however many SMTP connections it sends over, see ``_SentMarks``);
 * temporary failures back off exponentially, permanent ones are recorded and never retried.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -178,8 +179,13 @@ def deliver(
     connection: SMTPConnection | None,
     lease_ends: Callable[[], bool],
     prefetch: Callable[[], object] | None = None,
+    gate: threading.Lock | None = None,
 ) -> tuple[BatchReport, SMTPConnection | None]:
     """Send ``rows`` over ``connection`` (opened on first use); return it for reuse.
+
+    ``gate`` is shared by the sender loops of one worker process (``worker.py``): a loop holds
+    it from sending a body until that message is recorded, so however many connections a
+    worker sends over, at most one accepted message is ever unrecorded (catalogue E4).
 
     ``prefetch``, if given, is called once while the server reads the batch's last message:
     the worker claims its next batch there (``worker.py``).
@@ -205,7 +211,9 @@ def deliver(
             # Message-IDs: duplicates, never a lost email. Only this connection is affected.
             sent_marks.exec_driver_sql("SET synchronous_commit TO off")
         try:
-            return _deliver(rows, worker, connection, lease_ends, sent_marks, prefetch=prefetch)
+            return _deliver(
+                rows, worker, connection, lease_ends, sent_marks, prefetch=prefetch, gate=gate
+            )
         finally:
             if asynchronous:
                 _reset_synchronous_commit(sent_marks)
@@ -254,6 +262,7 @@ def _deliver(
     lease_ends: Callable[[], bool],
     sent_marks: Connection,
     prefetch: Callable[[], object] | None = None,
+    gate: threading.Lock | None = None,
 ) -> tuple[BatchReport, SMTPConnection | None]:
     """Send the batch, overlapping the worker's own work with the server's.
 
@@ -271,7 +280,7 @@ def _deliver(
     """
     report = BatchReport(claimed=len(rows))
     caps = HourlyCaps.load(rows)
-    marks = _SentMarks(worker, sent_marks)
+    marks = _SentMarks(worker, sent_marks, gate or threading.Lock())
     ahead: dict[int, _Prepared] = {}  # the next row's message, rendered during the wait
 
     try:
@@ -322,7 +331,7 @@ def _deliver(
                 if stage == "mail":
                     marks.start()
                 elif stage == "body-next":
-                    marks.settle()  # E4: the previous message is recorded before this one
+                    marks.enter()  # E4: every accepted message is recorded before this one
                 elif following is None:
                     if stage == "body" and prefetch is not None:
                         prefetch()
@@ -383,8 +392,12 @@ class _SentMarks:
     """Records each message the server accepted as sent, one at a time, in order.
 
     ``accepted`` is the one message accepted but not yet recorded. :meth:`start` begins its
-    mark and :meth:`settle` waits until it is committed; the worker calls ``settle`` before it
-    sends the next body, which is what keeps catalogue E4 to one repeated message.
+    mark and :meth:`settle` waits until it is committed. Before a body is sent, :meth:`enter`
+    settles the loop's own mark and takes ``gate``, the lock the worker's sender loops share;
+    it is given back once the message that follows the body is recorded (or turned out not to
+    be accepted). So at most one accepted message of the whole worker process is unrecorded
+    at any time, which keeps catalogue E4 to one repeated message per crash, with one
+    connection or several.
 
     On SQLite the mark is a local write of some 0.1 ms and runs at once. On PostgreSQL it is a
     round trip and a WAL flush to disk (``fdatasync``, measured at 0.3 to 0.8 ms here), longer
@@ -394,9 +407,12 @@ class _SentMarks:
     the mark is settled.
     """
 
-    def __init__(self, worker: str, connection: Connection) -> None:
+    def __init__(self, worker: str, connection: Connection, gate: threading.Lock) -> None:
         self.worker = worker
         self.connection = connection
+        self.gate = gate
+        self.holding = False  # changed by the mark thread too, under _state
+        self._state = threading.Lock()
         self.accepted: OutboxMessage | None = None
         self.pending: Future[None] | None = None
         self.executor = (
@@ -405,11 +421,22 @@ class _SentMarks:
             else None
         )
 
+    def enter(self) -> None:
+        """Wait until this loop may send a body: its own mark done, the gate taken."""
+        self.settle()
+        self.gate.acquire()
+        self.holding = True
+
     def start(self) -> None:
+        """Begin recording the accepted message, if any; with none, give the gate back."""
         row, self.accepted = self.accepted, None
         if row is None:
-            return
-        self.settle()
+            if self.pending is None:
+                self._leave()  # nothing left to record: e.g. the message was refused
+            return  # otherwise the mark in flight gives the gate back when it is done
+        # A message is accepted only after enter() waited for the previous mark: none is
+        # in flight here, and this mark gives the gate back once it is committed.
+        assert self.pending is None
         if self.executor is None:
             self._mark(row)
         else:
@@ -417,8 +444,7 @@ class _SentMarks:
 
     def settle(self) -> None:
         """Start the pending mark if need be and wait until it is committed (or raise)."""
-        if self.accepted is not None:
-            self.start()
+        self.start()
         pending, self.pending = self.pending, None
         if pending is not None:
             pending.result()
@@ -427,19 +453,29 @@ class _SentMarks:
         try:
             self.settle()
         finally:
+            self._leave()
             if self.executor is not None:
                 self.executor.shutdown(wait=True)
 
     def _mark(self, row: OutboxMessage) -> None:
-        _finish(
-            row.id,
-            self.worker,
-            connection=self.connection,
-            status=OutboxStatus.SENT,
-            sent_at=utcnow(),
-            attempts=row.attempts + 1,
-            last_error=None,
-        )
+        try:
+            _finish(
+                row.id,
+                self.worker,
+                connection=self.connection,
+                status=OutboxStatus.SENT,
+                sent_at=utcnow(),
+                attempts=row.attempts + 1,
+                last_error=None,
+            )
+        finally:
+            self._leave()  # recorded, or the worker is failing: the next body may go out
+
+    def _leave(self) -> None:
+        with self._state:
+            if self.holding:
+                self.holding = False
+                self.gate.release()
 
 
 def release(rows: Sequence[OutboxMessage], worker: str) -> None:

@@ -30,9 +30,11 @@ class Worker:
     this process. Each is a worker of its own as far as the outbox is concerned: its own lease
     name, its own claims (so two loops never send one row, like two worker processes), its own
     SMTP connection, database session and connection. While one loop waits for the SMTP server,
-    another renders and records, so a relay's round trips overlap. Each loop marks a row sent
-    right after the server accepted it, so a crash repeats at most one message per loop: at
-    most N for the process, as if N single workers had been killed at once (catalogue E4).
+    another renders and records, so a relay's round trips overlap. The loops share one lock,
+    ``acceptance``, held from sending a body until that message is recorded as sent, so
+    however many loops run, at most one accepted message of the process is unrecorded at any
+    time: a crash repeats at most one message (catalogue E4). Only the bodies take turns;
+    commands, rendering and claims of the loops overlap.
     """
 
     def __init__(
@@ -60,6 +62,9 @@ class Worker:
         #: Other queued work run between batches (the CLI adds the import jobs).
         self.side_jobs: list[Callable[[], object]] = []
         self._lock = threading.Lock()
+        #: Held by a sender loop from sending a body until that message is recorded: one
+        #: unrecorded accepted message per process at most, whatever the concurrency (E4).
+        self.acceptance = threading.Lock()
 
     def stop(self, *_: object) -> None:
         self.stopping = True
@@ -154,6 +159,7 @@ class Worker:
                     connection,
                     lease_ends=lambda d=deadline: utcnow() >= d,
                     prefetch=claim_ahead,
+                    gate=self.acceptance,
                 )
                 with self._lock:
                     self._add(report)
