@@ -93,6 +93,15 @@ _PREFERENCES_CHANGED = (
     .values(prefs_version=_CONTACT.c.prefs_version + 1)
 )
 
+#: PostgreSQL: both of the above in one statement (a data-modifying CTE), for leaving
+#: everything when something was left, the one-click path: one round trip fewer. SQLite has
+#: no data-modifying CTEs and no round trips to save.
+#: ``updated_at`` is given: the column's ``onupdate`` is not applied to a statement with a
+#: CTE attached (it was sent as NULL).
+_CANCEL_PENDING_AND_CHANGE = _PREFERENCES_CHANGED.values(
+    updated_at=bindparam("now", type_=UTCDateTime())
+).add_cte(_CANCEL_PENDING.cte("cancelled"))
+
 
 def unsubscribe_all(
     contact_id: int, *, channel: str, client: Client, topic_ids: list[int] | None = None
@@ -148,9 +157,12 @@ def _leave(contact: Row[Any], channel: str, client: Client, topic_ids: list[int]
             ],
         )
         changes.record_topics(ChangeKind.UNSUBSCRIBED, contact.public_id, left)
-    if topic_ids is None:
-        connection.execute(_CANCEL_PENDING, {"contact": contact.id})
-    if left:
-        connection.execute(_PREFERENCES_CHANGED, {"contact": contact.id})
+    if topic_ids is None and left and connection.dialect.name == "postgresql":
+        connection.execute(_CANCEL_PENDING_AND_CHANGE, params)
+    else:
+        if topic_ids is None:
+            connection.execute(_CANCEL_PENDING, {"contact": contact.id})
+        if left:
+            connection.execute(_PREFERENCES_CHANGED, {"contact": contact.id})
     db.session.commit()
     return len(left)
