@@ -63,8 +63,8 @@ from preference_center.models import OutboxMessage, OutboxStatus
 ACCEPTS_DATABASE_URL = True
 
 GOAL = 0.8
-#: The worker's OUTBOX_CONCURRENCY for the run (see docs/benchmarks.md for the choice).
-DEFAULT_CONCURRENCY = 1
+#: The worker's OUTBOX_CONCURRENCY for the run: the service's default unless told otherwise.
+DEFAULT_CONCURRENCY = int(config.DEFAULTS["OUTBOX_CONCURRENCY"])
 #: Worker processes for the run (see docs/benchmarks.md for the choice).
 DEFAULT_WORKERS = 1
 LANGUAGES = ("nl", "fr", "en")

@@ -179,7 +179,7 @@ def topics_seed() -> None:
     "--concurrency",
     type=click.IntRange(1, 32),
     default=None,
-    help="SMTP connections sending at once, one thread each (default OUTBOX_CONCURRENCY, 1).",
+    help="SMTP connections sending at once, one thread each (default OUTBOX_CONCURRENCY, 2).",
 )
 @click.option("--json", "as_json", is_flag=True)
 def outbox_work(

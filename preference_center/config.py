@@ -56,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
     # Outbox worker.
     "OUTBOX_BATCH_SIZE": 50,
     "OUTBOX_POLL_INTERVAL": 2.0,
-    "OUTBOX_CONCURRENCY": 1,  # sender loops (threads, one SMTP connection each) per worker
+    "OUTBOX_CONCURRENCY": 2,  # sender loops (threads, one SMTP connection each) per worker
     # PostgreSQL: don't wait for the WAL flush of each "sent" mark; a database crash may then
     # repeat the last fraction of a second of emails (never lose one). See mail/outbox.py.
     "OUTBOX_ASYNC_COMMIT": False,

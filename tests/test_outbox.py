@@ -513,7 +513,7 @@ def test_rows_claimed_ahead_are_given_back_when_the_worker_stops(app, smtp):
     a worker that stops right after must not leave that batch leased until its lease expires."""
     ids = [queue(app, f"ahead{i}@example.be") for i in range(8)]
     with app.app_context():
-        worker = outbox.Worker(batch_size=3)
+        worker = outbox.Worker(batch_size=3, concurrency=1)
 
         def stop_after_the_first_batch(report):
             worker.stopping = True
