@@ -525,3 +525,54 @@ def test_rows_claimed_ahead_are_given_back_when_the_worker_stops(app, smtp):
         assert {(r.status, r.locked_by) for r in rest} == {(OutboxStatus.PENDING, None)}
     assert drain(app).sent == 5, "another worker takes them at once"
     assert len(smtp.messages) == 8
+
+
+def test_the_fast_outbox_insert_writes_the_row_enqueue_writes(app):
+    """``services.outbox_rows.queue`` (one Core INSERT, for signup and confirmation) must write
+    exactly the row ``outbox.enqueue`` writes through the ORM; only ids, Message-IDs and
+    timestamps differ. A column added to one of them and not the other fails here."""
+    from sqlalchemy import inspect as sa_inspect
+
+    from preference_center.services import outbox_rows
+
+    name = "Émilie " + "x" * 120  # longer than the column: both cut it the same way
+    with app.app_context():
+        contact = Contact(
+            email="emilie@example.be",
+            email_display="emilie@example.be",
+            language="fr",
+            source=ContactSource.FORM,
+        )
+        db.session.add(contact)
+        db.session.flush()
+        orm_row = outbox.enqueue(
+            "welcome",
+            addresses.parse("emilie@example.be"),
+            "fr",
+            to_name=name,
+            context={"contact": "abc", "topics": [1, 2]},
+            contact=contact,
+            category="marketing",
+        )
+        db.session.flush()
+        message_id = outbox_rows.queue(
+            db.session.connection(),
+            "welcome",
+            outbox_rows.ascii_address("emilie@example.be"),
+            "fr",
+            to_name=name,
+            context={"contact": "abc", "topics": [1, 2]},
+            contact_id=contact.id,
+            category="marketing",
+        )
+        db.session.commit()
+        core_row = db.session.scalar(
+            select(OutboxMessage).where(OutboxMessage.message_id == message_id)
+        )
+        ignored = {"id", "message_id", "created_at", "next_attempt_at"}
+        columns = [c.key for c in sa_inspect(OutboxMessage).column_attrs if c.key not in ignored]
+        assert {c: getattr(core_row, c) for c in columns} == {
+            c: getattr(orm_row, c) for c in columns
+        }
+        assert core_row.message_id.endswith("@prefs.example.be>")
+        assert orm_row.message_id.split("@")[1] == core_row.message_id.split("@")[1]
