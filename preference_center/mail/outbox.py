@@ -180,15 +180,18 @@ def deliver(
     lease_ends: Callable[[], bool],
     prefetch: Callable[[], object] | None = None,
     gate: threading.Lock | None = None,
+    marks_thread: ThreadPoolExecutor | None = None,
 ) -> tuple[BatchReport, SMTPConnection | None]:
     """Send ``rows`` over ``connection`` (opened on first use); return it for reuse.
 
     ``gate`` is shared by the sender loops of one worker process (``worker.py``): a loop holds
     it from sending a body until that message is recorded, so however many connections a
     worker sends over, at most one accepted message is ever unrecorded (catalogue E4).
+    ``marks_thread`` is the sender loop's thread for the "sent" marks on PostgreSQL (see
+    :class:`_SentMarks`); without one, a batch on PostgreSQL starts its own.
 
-    ``prefetch``, if given, is called once while the server reads the batch's last message:
-    the worker claims its next batch there (``worker.py``).
+    ``prefetch``, if given, is called once during the batch's last exchange: the worker
+    claims its next batch there (``worker.py``).
 
     The "sent" marks, one per message, are written over one database connection held for the
     batch: giving the session's connection back to the pool after every commit cost a checkout
@@ -210,13 +213,30 @@ def deliver(
             # those rows, still pending under an expired lease, are sent again with their
             # Message-IDs: duplicates, never a lost email. Only this connection is affected.
             sent_marks.exec_driver_sql("SET synchronous_commit TO off")
+        own_thread = marks_thread is None and sent_marks.dialect.name == "postgresql"
+        if own_thread:
+            marks_thread = marks_executor()
         try:
             return _deliver(
-                rows, worker, connection, lease_ends, sent_marks, prefetch=prefetch, gate=gate
+                rows,
+                worker,
+                connection,
+                lease_ends,
+                sent_marks,
+                prefetch=prefetch,
+                marks_thread=marks_thread if sent_marks.dialect.name == "postgresql" else None,
+                gate=gate or threading.Lock(),
             )
         finally:
+            if own_thread and marks_thread is not None:
+                marks_thread.shutdown(wait=True)
             if asynchronous:
                 _reset_synchronous_commit(sent_marks)
+
+
+def marks_executor() -> ThreadPoolExecutor:
+    """The one thread a sender loop records its "sent" marks from, on PostgreSQL."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-marks")
 
 
 def _reset_synchronous_commit(connection: Connection) -> None:
@@ -243,7 +263,7 @@ class _Prepared:
             self.error = exc
         return self
 
-    def build(self, row: OutboxMessage) -> _Prepared:
+    def build(self, row: OutboxMessage) -> None:
         if self.error is None and self.message is None:
             assert self.rendered is not None
             try:
@@ -252,7 +272,6 @@ class _Prepared:
                 self.raw = self.message.as_bytes()
             except Exception as exc:
                 self.error = exc
-        return self
 
 
 def _deliver(
@@ -261,26 +280,29 @@ def _deliver(
     connection: SMTPConnection | None,
     lease_ends: Callable[[], bool],
     sent_marks: Connection,
-    prefetch: Callable[[], object] | None = None,
-    gate: threading.Lock | None = None,
+    prefetch: Callable[[], object] | None,
+    marks_thread: ThreadPoolExecutor | None,
+    gate: threading.Lock,
 ) -> tuple[BatchReport, SMTPConnection | None]:
     """Send the batch, overlapping the worker's own work with the server's.
 
     Rendering and building a message, and recording one as sent, cost about as much CPU as
     the SMTP server spends on a message; done in turn with the exchange they doubled the
-    time per message. So, without threads and without pipelining commands, each is done
-    while the server works on a command of the current exchange (``send_split``): the
+    time per message. So, without pipelining commands, each is done while the server works
+    on a command of the current exchange (``send_split``): the
     previous message's "sent" mark is started while the server answers ``MAIL FROM`` (see
     :class:`_SentMarks`), the next row's message is rendered while it answers ``RCPT TO``
     and built while it reads the body. The mark is always complete before the current
     message's body is sent, so at most one accepted message is ever unrecorded: a crash
     still repeats at most one message (catalogue E4), and the ``finally`` below records the
     last one however the batch ends.
-    While the server reads the last message's body, ``prefetch`` runs (the next claim).
+    While the server answers the last message's ``RCPT TO``, ``prefetch`` runs (the next
+    claim): before the gate is taken, so no other loop waits for it, and before the body, so
+    an error in it can't leave an accepted message unrecorded.
     """
     report = BatchReport(claimed=len(rows))
     caps = HourlyCaps.load(rows)
-    marks = _SentMarks(worker, sent_marks, gate or threading.Lock())
+    marks = _SentMarks(worker, sent_marks, gate, marks_thread)
     ahead: dict[int, _Prepared] = {}  # the next row's message, rendered during the wait
 
     try:
@@ -333,7 +355,7 @@ def _deliver(
                 elif stage == "body-next":
                     marks.enter()  # E4: every accepted message is recorded before this one
                 elif following is None:
-                    if stage == "body" and prefetch is not None:
+                    if stage == "rcpt" and prefetch is not None:
                         prefetch()
                     return
                 elif stage == "rcpt" and following.id not in ahead:
@@ -380,8 +402,8 @@ def _deliver(
                     close_smtp(connection)
                     return report, None
                 continue
+            marks.accepted = row  # first: nothing runs between acceptance and the hand-off
             caps.count(row)
-            marks.accepted = row
             report.sent += 1
     finally:
         marks.close()
@@ -407,7 +429,13 @@ class _SentMarks:
     the mark is settled.
     """
 
-    def __init__(self, worker: str, connection: Connection, gate: threading.Lock) -> None:
+    def __init__(
+        self,
+        worker: str,
+        connection: Connection,
+        gate: threading.Lock,
+        executor: ThreadPoolExecutor | None,
+    ) -> None:
         self.worker = worker
         self.connection = connection
         self.gate = gate
@@ -415,17 +443,15 @@ class _SentMarks:
         self._state = threading.Lock()
         self.accepted: OutboxMessage | None = None
         self.pending: Future[None] | None = None
-        self.executor = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-marks")
-            if connection.dialect.name == "postgresql"
-            else None
-        )
+        #: The sender loop's marks thread (PostgreSQL), or None to mark in this thread.
+        self.executor = executor
 
     def enter(self) -> None:
         """Wait until this loop may send a body: its own mark done, the gate taken."""
         self.settle()
         self.gate.acquire()
-        self.holding = True
+        with self._state:
+            self.holding = True
 
     def start(self) -> None:
         """Begin recording the accepted message, if any; with none, give the gate back."""
@@ -454,8 +480,6 @@ class _SentMarks:
             self.settle()
         finally:
             self._leave()
-            if self.executor is not None:
-                self.executor.shutdown(wait=True)
 
     def _mark(self, row: OutboxMessage) -> None:
         try:

@@ -71,6 +71,13 @@ class SMTPConnection(flask_mail.Connection):
         is otherwise idle time for the worker (see :func:`send_split`).
         """
         assert self.host is not None, "open the connection first"
+        if self.num_emails == self.mail.max_emails:
+            # MAIL_MAX_EMAILS: a new connection before the next message, not right after the
+            # last one was accepted, when a failed reconnect would fail a message already
+            # sent and the worker would be holding its gate for the reconnect (outbox.py).
+            self.num_emails = 0
+            self.host.quit()
+            self.host = self.configure_host()
         sender = message.sender
         envelope_from = self._envelope_from.get(sender)
         if envelope_from is None:
@@ -91,10 +98,6 @@ class SMTPConnection(flask_mail.Connection):
         if flask_mail.email_dispatched.receivers:
             flask_mail.email_dispatched.send(current_app._get_current_object(), message=message)
         self.num_emails += 1
-        if self.num_emails == self.mail.max_emails:
-            self.num_emails = 0
-            self.host.quit()
-            self.host = self.configure_host()
 
     def __exit__(
         self,

@@ -15,7 +15,7 @@ from flask import current_app
 
 from ..extensions import db
 from ..models import OutboxMessage, utcnow
-from .outbox import BatchReport, claim, close_smtp, deliver, release
+from .outbox import BatchReport, claim, close_smtp, deliver, marks_executor, release
 from .transport import SMTPConnection
 
 
@@ -121,14 +121,16 @@ class Worker:
     ) -> None:
         """One sender: claim a batch as ``name``, deliver it over one SMTP connection, repeat.
 
-        The next batch is claimed while the server reads the current batch's last message
-        (``deliver``'s ``prefetch``), so that the SMTP server is not left idle while the
+        The next batch is claimed during the current batch's last exchange (``deliver``'s
+        ``prefetch``), so that the SMTP server is not left idle while the
         worker claims and loads rows (docs/benchmarks.md). Rows claimed ahead but not sent,
         because the worker is stopping or failed, are released at once rather than left to
         wait for their lease to run out.
         """
         connection: SMTPConnection | None = None
         ahead: list[tuple[list[OutboxMessage], datetime]] = []
+        # One thread for this loop's "sent" marks on PostgreSQL, for as long as it runs.
+        marks_thread = marks_executor() if db.engine.dialect.name == "postgresql" else None
 
         def claim_ahead() -> None:
             if not self.stopping and not ahead:
@@ -160,6 +162,7 @@ class Worker:
                     lease_ends=lambda d=deadline: utcnow() >= d,
                     prefetch=claim_ahead,
                     gate=self.acceptance,
+                    marks_thread=marks_thread,
                 )
                 with self._lock:
                     self._add(report)
@@ -169,10 +172,15 @@ class Worker:
                     break  # only retries or held rows left, all scheduled for later
         finally:
             close_smtp(connection)
+            if marks_thread is not None:
+                marks_thread.shutdown(wait=True)
             db.session.rollback()
             for rows, _ in ahead:
                 if rows:
-                    release(rows, name)
+                    try:
+                        release(rows, name)
+                    except Exception:  # the error that stopped the loop matters more
+                        current_app.logger.exception("outbox: could not release claimed rows")
 
     def _add(self, report: BatchReport) -> None:
         self.total.claimed += report.claimed
