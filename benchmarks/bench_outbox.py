@@ -171,10 +171,6 @@ class Sink:
                 f"the SMTP sink process failed (exit {self._process.exitcode})"
             ) from exc
 
-    def count(self) -> int:
-        """Messages the sink has accepted so far."""
-        return self.status()[0]
-
     def status(self) -> tuple[int, float]:
         """Messages the sink has accepted so far, and the CPU seconds it has used."""
         self._control.send("count")
