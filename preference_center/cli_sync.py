@@ -8,12 +8,9 @@ from pathlib import Path
 
 import click
 from flask.cli import AppGroup
-from sqlalchemy import select
 
 from . import readers
-from .extensions import db
-from .models import Topic
-from .services import api_tokens, feed, sync, webhooks
+from .services import api_tokens, feed, sync, topics, webhooks
 
 tokens_cli = AppGroup("api-tokens", help="Tokens for the export API (one per mailing list).")
 webhooks_cli = AppGroup("webhooks", help="Push the change feed to a URL, signed.")
@@ -194,8 +191,9 @@ def sync_reconcile(path: Path, topic: str, as_json: bool) -> None:
     """
     chosen = None
     if topic:
-        chosen = db.session.scalar(select(Topic).where(Topic.slug == topic))
-        if chosen is None:
+        try:
+            chosen = topics.get(topic)
+        except topics.TopicError:
             _fail(f"unknown topic: {topic}")
     try:
         with path.open("rb") as handle:

@@ -11,7 +11,6 @@ accepted, so a key can be rotated without breaking the links already sent (A10).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import enum
 import hmac
@@ -24,7 +23,7 @@ from typing import Any
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from itsdangerous.encoding import int_to_bytes
+from itsdangerous.encoding import base64_encode, int_to_bytes
 
 try:  # OpenSSL's HMAC, whose copy() is a C call (hmac.HMAC.copy wraps it in Python)
     from _hashlib import hmac_new as _openssl_hmac
@@ -143,7 +142,7 @@ def signer(purpose: Purpose, timestamp: int | None = None) -> Callable[[bytes], 
     sep = signer_.sep
     keyed = _keyed_hmac(signer_.derive_key(), signer_.digest_method().name)
     now = int(time.time()) if timestamp is None else timestamp
-    stamp = sep + _b64(int_to_bytes(now))
+    stamp = sep + base64_encode(int_to_bytes(now))
     b2a, urlsafe = binascii.b2a_base64, _URLSAFE
     copy = keyed.copy
 
@@ -169,11 +168,6 @@ def _keyed_hmac(key: bytes, digest: str) -> Any:
 
 #: base64's standard alphabet to the URL-safe one, as itsdangerous writes it.
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
-
-
-def _b64(data: bytes) -> bytes:
-    """itsdangerous's base64: URL-safe alphabet, no padding."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 def load(purpose: Purpose, token: str | None) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from ..models import (
     SubscriberChange,
     Subscription,
     SubscriptionStatus,
-    Topic,
     utcnow,
 )
 
@@ -37,17 +36,9 @@ FEED_LOCK_KEY = 0x5059_4E43  # "SYNC"
 _PENDING = "pending_feed_entries"
 
 
-def record(kind: ChangeKind, contact: Contact, topic: Topic | None = None) -> None:
-    """Add a feed entry for ``contact`` (and ``topic``) to the caller's transaction."""
-    _queue(
-        db.session,
-        {
-            "kind": kind,
-            "subscriber_id": contact.public_id,
-            "topic_id": topic.id if topic else None,
-            "email": None,
-        },
-    )
+def record(kind: ChangeKind, contact: Contact) -> None:
+    """Add a feed entry about ``contact`` (not one topic) to the caller's transaction."""
+    record_entries(contact.public_id, [(kind, None)])
 
 
 def record_topics(kind: ChangeKind, subscriber_id: str, topic_ids: Iterable[int | None]) -> None:
@@ -68,10 +59,7 @@ def record_entries(subscriber_id: str, entries: Iterable[tuple[ChangeKind, int |
     for kind, topic_id in entries:
         if kind is ChangeKind.ERASED:
             raise ValueError("erasure tombstones are written by record_erasure()")
-        _queue(
-            db.session,
-            {"kind": kind, "subscriber_id": subscriber_id, "topic_id": topic_id, "email": None},
-        )
+        _queue(kind, subscriber_id, topic_id)
 
 
 def record_erasure(contact: Contact) -> None:
@@ -87,16 +75,8 @@ def record_erasure(contact: Contact) -> None:
         )
     ).all()
     for topic_id in sorted(topic_ids):
-        _queue(
-            db.session,
-            {
-                "kind": ChangeKind.ERASED,
-                "subscriber_id": contact.public_id,
-                "topic_id": topic_id,
-                # Only a tombstone carries the address: the list needs it to find the member.
-                "email": contact.email,
-            },
-        )
+        # Only a tombstone carries the address: the list needs it to find the member.
+        _queue(ChangeKind.ERASED, contact.public_id, topic_id, email=contact.email)
 
 
 def record_bounce(contact_id: int) -> None:
@@ -116,19 +96,16 @@ def record_bounce(contact_id: int) -> None:
         .order_by(Subscription.topic_id)
     ).all()
     for public_id, topic_id in rows:
-        _queue(
-            db.session,
-            {
-                "kind": ChangeKind.BOUNCED,
-                "subscriber_id": public_id,
-                "topic_id": topic_id,
-                "email": None,
-            },
-        )
+        _queue(ChangeKind.BOUNCED, public_id, topic_id)
 
 
-def _queue(session: Session, entry: dict[str, Any]) -> None:
-    session.info.setdefault(_PENDING, []).append(entry)
+def _queue(
+    kind: ChangeKind, subscriber_id: str, topic_id: int | None, email: str | None = None
+) -> None:
+    """Hold an entry until the transaction commits (``_write_pending``)."""
+    db.session.info.setdefault(_PENDING, []).append(
+        {"kind": kind, "subscriber_id": subscriber_id, "topic_id": topic_id, "email": email}
+    )
 
 
 #: Built once, and run as Core statements on the session's connection: every confirmation,

@@ -93,14 +93,17 @@ def _consumer(
     now: datetime,
     threshold: float,
 ) -> ConsumerStatus:
-    base = in_scope(
-        select(func.count(), func.min(SubscriberChange.occurred_at)).where(
-            SubscriberChange.id > cursor
-        ),
-        topic_ids,
-    )
-    pending, _ = db.session.execute(base).one()
-    removals, oldest = db.session.execute(base.where(SubscriberChange.kind.in_(REMOVALS))).one()
+    removal = SubscriberChange.kind.in_(REMOVALS)
+    pending, removals, oldest = db.session.execute(
+        in_scope(
+            select(
+                func.count(),
+                func.count().filter(removal),
+                func.min(SubscriberChange.occurred_at).filter(removal),
+            ).where(SubscriberChange.id > cursor),
+            topic_ids,
+        )
+    ).one()
     hours = (now - oldest).total_seconds() / 3600 if oldest else None
     return ConsumerStatus(
         kind=kind,

@@ -15,12 +15,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 from flask_babel import gettext as _
-from sqlalchemy import select
 
 from ..errors import api_error
 from ..extensions import client_ip, csrf, db, limiter
-from ..models import ApiToken, Topic
-from ..services import api_tokens, feed, snapshot, sync
+from ..models import ApiToken
+from ..services import api_tokens, feed, snapshot, sync, topics
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # no cookies, no forms: the bearer token is the credential
@@ -91,9 +90,9 @@ def subscribers() -> Response:
         return api_error(
             400, _("The format must be one of: %(formats)s.", formats=", ".join(snapshot.FORMATS))
         )
-    slug = request.args.get("topic", "")
-    topic = db.session.scalar(select(Topic).where(Topic.slug == slug)) if slug else None
-    if topic is None:
+    try:
+        topic = topics.get(request.args.get("topic", ""))
+    except topics.TopicError:
         return api_error(404, _("There is no topic with this name."), field="topic")
     if token.topic_ids is not None and topic.id not in token.topic_ids:
         return api_error(403, _("This API token may not read this topic."), field="topic")
