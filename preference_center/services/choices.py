@@ -28,6 +28,7 @@ from ..models import (
 )
 from . import changes, topics
 from .confirmation import subscribe
+from .leaving import LEAVE_TOPICS, LOCK_CONTACT
 from .preferences import MAX_PAUSE, InvalidChoice, LinkedContact, LinkRevoked
 from .subscriptions import Client
 from .topics import TopicLabel
@@ -92,33 +93,15 @@ class SavedPreferences:
 
 
 #: The lock of subscriptions.lock_contact, returning what the page may change.
-_LOCK_FOR_SAVE = (
-    update(_CONTACT)
-    .where(_CONTACT.c.id == bindparam("contact"))
-    .values(hard_bounces=_CONTACT.c.hard_bounces)
-    .returning(
-        _CONTACT.c.public_id,
-        _CONTACT.c.language,
-        _CONTACT.c.first_name,
-        _CONTACT.c.paused_until,
-        _CONTACT.c.prefs_version,
-    )
+_LOCK_FOR_SAVE = LOCK_CONTACT.where(_CONTACT.c.id == bindparam("contact")).returning(
+    _CONTACT.c.public_id,
+    _CONTACT.c.language,
+    _CONTACT.c.first_name,
+    _CONTACT.c.paused_until,
+    _CONTACT.c.prefs_version,
 )
 _CONSENT_TEXT = select(ConsentText.__table__.c.language, ConsentText.__table__.c.sha256).where(
     ConsentText.__table__.c.id == bindparam("text")
-)
-_NOW = bindparam("now", type_=UTCDateTime())
-_LEAVE_TOPICS = (
-    update(_SUBSCRIPTION)
-    .where(
-        _SUBSCRIPTION.c.contact_id == bindparam("contact"),
-        _SUBSCRIPTION.c.topic_id.in_(bindparam("topics", expanding=True)),
-    )
-    .values(
-        status=SubscriptionStatus.UNSUBSCRIBED,
-        unsubscribed_at=_NOW,
-        version=_SUBSCRIPTION.c.version + 1,
-    )
 )
 _CHANGE_FREQUENCY = (
     update(_SUBSCRIPTION)
@@ -214,7 +197,7 @@ def update_preferences(
     if joined:
         subscribe(connection, contact_id, list(joined), now, frequencies=joined)
     if left:
-        connection.execute(_LEAVE_TOPICS, {"contact": contact_id, "topics": left, "now": now})
+        connection.execute(LEAVE_TOPICS, {"contact": contact_id, "topics": left, "now": now})
     if refrequenced:
         connection.execute(
             _CHANGE_FREQUENCY,

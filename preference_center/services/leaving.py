@@ -35,12 +35,13 @@ _CONTACT = Contact.__table__
 _SUBSCRIPTION = Subscription.__table__
 _REQUEST = SignupRequest.__table__
 
-#: The lock of subscriptions.lock_contact (an UPDATE that changes nothing), returning what
-#: the ledger, the change feed and the page need to know about the person.
-_LOCK_ANY = (
-    update(_CONTACT)
-    .values(hard_bounces=_CONTACT.c.hard_bounces)
-    .returning(_CONTACT.c.id, _CONTACT.c.public_id, _CONTACT.c.language, _CONTACT.c.manage_version)
+#: The contact lock every use case takes first (subscriptions.lock_contact): an UPDATE that
+#: changes nothing. Defined here, the lowest of the modules that take it (subscriptions
+#: imports this one), and given a WHERE and a RETURNING by each.
+LOCK_CONTACT = update(_CONTACT).values(hard_bounces=_CONTACT.c.hard_bounces)
+#: Returning what the ledger, the change feed and the page need to know about the person.
+_LOCK_ANY = LOCK_CONTACT.returning(
+    _CONTACT.c.id, _CONTACT.c.public_id, _CONTACT.c.language, _CONTACT.c.manage_version
 )
 _LOCK = _LOCK_ANY.where(_CONTACT.c.id == bindparam("contact"))
 #: The same, for the contact a link names by its public id: finding and locking it are one.
@@ -73,7 +74,7 @@ _LEAVE = (
     )
     .returning(_SUBSCRIPTION.c.topic_id)
 )
-_LEAVE_TOPICS = _LEAVE.where(_SUBSCRIPTION.c.topic_id.in_(bindparam("topics", expanding=True)))
+LEAVE_TOPICS = _LEAVE.where(_SUBSCRIPTION.c.topic_id.in_(bindparam("topics", expanding=True)))
 
 #: A "withdrawn" ledger entry per topic, as record_event writes it without a consent text.
 _RECORD_WITHDRAWN = insert(ConsentEvent.__table__).values(action=ConsentAction.WITHDRAWN)
@@ -139,7 +140,7 @@ def _leave(contact: Row[Any], channel: str, client: Client, topic_ids: list[int]
     if topic_ids is None:
         left = connection.execute(_LEAVE, params).scalars().all()
     else:
-        left = connection.execute(_LEAVE_TOPICS, {**params, "topics": topic_ids}).scalars().all()
+        left = connection.execute(LEAVE_TOPICS, {**params, "topics": topic_ids}).scalars().all()
     if left:
         user_agent = client.ua()
         connection.execute(

@@ -45,6 +45,7 @@ from .confirmation import confirm as confirm
 from .confirmation import describe as describe
 from .confirmation import find_request
 from .confirmation import subscribed_topics as subscribed_topics
+from .leaving import LOCK_CONTACT
 from .leaving import unsubscribe_all as unsubscribe_all
 from .signup import Outcome as Outcome
 from .signup import UnknownTopic as UnknownTopic
@@ -69,13 +70,9 @@ class Client:
 
 _CONTACT = Contact.__table__
 
-#: An UPDATE that changes nothing but takes the lock; on the table, not through the ORM,
-#: which has nothing in its session to keep in step with it.
-_LOCK = (
-    update(_CONTACT)
-    .where(_CONTACT.c.id == bindparam("contact"))
-    .values(hard_bounces=_CONTACT.c.hard_bounces)
-)
+#: The lock (``leaving.LOCK_CONTACT``), on the table, not through the ORM, which has nothing
+#: in its session to keep in step with it.
+_LOCK = LOCK_CONTACT.where(_CONTACT.c.id == bindparam("contact"))
 
 
 def lock_contact(contact_id: int) -> None:
