@@ -26,7 +26,7 @@ from preference_center.models import (
     Subscription,
     SuppressionReason,
 )
-from preference_center.services import imports
+from preference_center.services import import_chunks, imports
 
 EVENT = imports.Provenance(
     "Horeca Expo Gent", date(2026, 11, 16), imports.CollectedBy.BADGE_SCAN, "anna@example.be"
@@ -275,7 +275,7 @@ def test_every_vcard_in_the_test_data_imports_without_a_technical_failure(app):
 
 
 def test_the_asked_window_is_a_year():
-    assert timedelta(days=365) == imports.ASK_AGAIN_AFTER
+    assert timedelta(days=365) == import_chunks.ASK_AGAIN_AFTER
 
 
 def test_g13_an_address_suppressed_under_a_rotated_key_stays_suppressed(app):

@@ -279,7 +279,9 @@ class OverlappedWrites:
             previous = self._decided
             pending = {values[0] for values in previous.contacts}
             self._writing = self._executor.submit(_write, self.run, previous, self.bound)
-            self._decided = None
+            self._decided = (
+                None  # handed to the writer: never written twice, even if _decide raises
+            )
         self._decided = _decide(self.run, chunk, found, pending)
 
     def finish(self) -> None:
@@ -344,9 +346,7 @@ def _asked_query(dialect: str) -> Select[Any]:
 
 @cache
 def _contacts_by_email_query(dialect: str) -> Select[Any]:
-    return select(Contact.email, Contact.id, Contact.import_batch_id).where(
-        among(Contact.email, "addresses", dialect)
-    )
+    return select(Contact.email, Contact.id).where(among(Contact.email, "addresses", dialect))
 
 
 def _known_contacts(
@@ -429,7 +429,7 @@ def _insert_contacts(
     missing = [address for address, *_ in values if address not in ids]
     taken: set[str] = set()
     if missing:  # the address was taken by another contact: report that one's id
-        for email, contact_id, _ in bound.execute(
+        for email, contact_id in bound.execute(
             _contacts_by_email_query(dialect), {"addresses": listed(missing, dialect)}
         ):
             ids[email] = contact_id

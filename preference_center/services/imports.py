@@ -37,8 +37,6 @@ from ..models import (
 )
 from . import audit
 from .bulk import tuned_for_bulk
-from .import_chunks import ASK_AGAIN_AFTER as ASK_AGAIN_AFTER
-from .import_chunks import LANGUAGES as LANGUAGES
 from .import_chunks import ImportRun, OverlappedWrites, check_rows, write_chunk
 from .preferences import neutralise
 

@@ -109,15 +109,6 @@ def public_labels_by_slug(slugs: list[str]) -> list[TopicLabel]:
     return [TopicLabel(*row) for row in rows]
 
 
-def public_topics() -> list[Topic]:
-    """The topics shown on public forms, in their display order."""
-    return list(
-        db.session.scalars(
-            select(Topic).where(Topic.is_public.is_(True)).order_by(Topic.position, Topic.id)
-        )
-    )
-
-
 def all_topics() -> list[Topic]:
     return list(db.session.scalars(select(Topic).order_by(Topic.position, Topic.id)))
 

@@ -161,7 +161,7 @@ def safe_next(target: str | None, fallback: str) -> str:
     return target
 
 
-def left_page(unsubscribe_token: str | None, manage_token: str | None) -> str:
+def left_page(manage_token: str | None) -> str:
     return render_template(
         "preferences/left.html",
         reason_form=LeaveReasonForm(meta=NO_CSRF_FIELD),

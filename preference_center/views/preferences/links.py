@@ -112,7 +112,7 @@ def one_click_post(token: str) -> Any:
         remember_subscriber_language(leaver.language)
         manage_token = tokens.make(tokens.Purpose.MANAGE, preferences.manage_payload(leaver))
     # 200, never a redirect (RFC 8058 §3.2), and the same page when repeated (idempotent).
-    return left_page(unsubscribe_token=token, manage_token=manage_token), 200
+    return left_page(manage_token=manage_token), 200
 
 
 def _unsubscribe_contact(payload: dict[str, Any]) -> Contact | None:

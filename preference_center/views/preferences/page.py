@@ -130,7 +130,7 @@ def leave(token: str) -> Any:
     if not ButtonForm().validate_on_submit():
         abort(400)
     subscriptions.unsubscribe_all(contact.id, channel="preference-page", client=request_client())
-    return left_page(unsubscribe_token=None, manage_token=token)
+    return left_page(manage_token=token)
 
 
 @bp.post("/leave-reason")
