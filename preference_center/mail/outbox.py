@@ -48,18 +48,34 @@ def enqueue(
 ) -> OutboxMessage:
     """Add an email to the caller's transaction; it leaves only if the caller commits."""
     row = OutboxMessage(
-        message_id=messages.new_message_id(),
-        template=template,
-        category=category,
-        to_address=to.ascii,
-        # The column holds 100 characters; the header cuts further (messages.MAX_DISPLAY_NAME).
-        to_name=to_name[:100] if to_name else None,
-        language=language,
-        context=context or {},
-        contact=contact,
+        **row_values(template, to.ascii, language, to_name, context, category), contact=contact
     )
     db.session.add(row)
     return row
+
+
+def row_values(
+    template: str,
+    to_address: str,
+    language: str,
+    to_name: str | None,
+    context: dict[str, Any] | None,
+    category: str,
+) -> dict[str, Any]:
+    """An outbox row's own columns, for ``enqueue`` and for ``services.outbox_rows``' INSERT.
+
+    ``to_address`` is the ASCII form SMTP gets (``Address.ascii``).
+    """
+    return {
+        "message_id": messages.new_message_id(),
+        "template": template,
+        "category": category,
+        "to_address": to_address,
+        # The column holds 100 characters; the header cuts further (messages.MAX_DISPLAY_NAME).
+        "to_name": to_name[:100] if to_name else None,
+        "language": language,
+        "context": context or {},
+    }
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Outbox rows written with one Core INSERT, for the use cases that must stay fast.
 
-Each is the row ``mail.outbox.enqueue`` adds through the ORM (the same columns, the same
-values, a Message-ID from the same function), without the unit of work that a signup or a
-confirmation would otherwise pay for it. Keep the two in step.
+Each is the row ``mail.outbox.enqueue`` adds through the ORM (the same values, from
+``mail.outbox.row_values``), without the unit of work that a signup or a confirmation would
+otherwise pay for it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, insert
 
 from .. import addresses
-from ..mail import messages
+from ..mail.outbox import row_values
 from ..models import OutboxMessage
 
 _INSERT = insert(OutboxMessage.__table__)
@@ -39,19 +39,6 @@ def queue(
 
     ``to_address`` is the ASCII form SMTP gets (``Address.ascii``, or ``ascii_address``).
     """
-    message_id = messages.new_message_id()
-    connection.execute(
-        _INSERT,
-        {
-            "message_id": message_id,
-            "template": template,
-            "category": category,
-            "to_address": to_address,
-            # The column holds 100 characters; the header cuts further (messages.MAX_DISPLAY_NAME).
-            "to_name": to_name[:100] if to_name else None,
-            "language": language,
-            "context": context,
-            "contact_id": contact_id,
-        },
-    )
-    return message_id
+    values = row_values(template, to_address, language, to_name, context, category)
+    connection.execute(_INSERT, {**values, "contact_id": contact_id})
+    return str(values["message_id"])
