@@ -66,9 +66,14 @@ def digests(canonicals: Iterable[str]) -> dict[str, str]:
     return found
 
 
+def _digests(canonical: str) -> list[str]:
+    """The digests ``canonical`` may be stored under: the current key's first."""
+    return [digest(canonical, key) for key in _keys()]
+
+
 def find(canonical: str) -> Suppression | None:
     """The active entry for ``canonical``, if any (re-keyed if found under an old key)."""
-    digests = [digest(canonical, key) for key in _keys()]
+    digests = _digests(canonical)
     now = utcnow()
     entry = db.session.scalar(
         select(Suppression).where(
@@ -94,7 +99,7 @@ def reason(canonical: str) -> SuppressionReason | None:
 
     An entry found under an old key is re-keyed in the caller's transaction, as ``find`` does.
     """
-    digests = [digest(canonical, key) for key in _keys()]
+    digests = _digests(canonical)
     db.session.flush()  # an entry added in this transaction counts, as with find()
     connection = db.session.connection()
     entry = connection.execute(_ACTIVE, {"digests": digests, "now": utcnow()}).first()
@@ -130,7 +135,7 @@ _LIFT_ONE_TEMPORARY = _LIFT_ONE.where(_TABLE.c.until.is_not(None))
 
 def lift(canonical: str, *, only_temporary: bool = False) -> int:
     """Remove the entries of ``canonical``; only a fresh confirmation may call this for good."""
-    digests = [digest(canonical, key) for key in _keys()]
+    digests = _digests(canonical)
     db.session.flush()  # an entry added in this transaction is removed too, as it always was
     connection = db.session.connection()
     if len(digests) == 1:

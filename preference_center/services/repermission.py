@@ -112,7 +112,7 @@ def _ask(batch: ImportBatch, contact_id: int) -> int:
     )
     if asked is not None:
         return 0
-    if suppression.find(contact.email) is not None:
+    if suppression.reason(contact.email) is not None:
         return 0
     if db.session.scalar(
         select(Subscription.id).where(Subscription.contact_id == contact_id).limit(1)

@@ -166,7 +166,7 @@ def _reason(canonical: str, topic: Topic | None) -> str | None:
         select(Contact.id, Contact.hard_bounces).where(Contact.email == canonical)
     ).first()
     if contact is None:
-        return "erased" if suppression.find(canonical) is not None else "unknown"
+        return "erased" if suppression.reason(canonical) is not None else "unknown"
     contact_id = contact.id
     if contact.hard_bounces >= int(current_app.config["OUTBOX_HARD_BOUNCE_LIMIT"]):
         return "bounced"
