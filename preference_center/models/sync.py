@@ -81,7 +81,8 @@ class WebhookDelivery(db.Model):
     """
 
     __tablename__ = "webhook_delivery"
-    __table_args__ = (Index("ix_webhook_delivery_due", "status", "next_attempt_at"),)
+    # Every query reads a webhook's deliveries in order (dispatcher, admin page, CLI).
+    __table_args__ = (Index("ix_webhook_delivery_webhook", "webhook_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     webhook_id: Mapped[int] = mapped_column(ForeignKey("webhook.id", ondelete="CASCADE"))
