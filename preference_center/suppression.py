@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from flask import current_app
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import String, any_, bindparam, delete, or_, select, update
+from sqlalchemy.dialects import postgresql
 
 from .extensions import db
 from .models import Suppression, SuppressionReason, UTCDateTime, utcnow
@@ -131,6 +132,18 @@ _LIFT_TEMPORARY = _LIFT.where(_TABLE.c.until.is_not(None))
 #: anew for every execution, which cost twice what running this DELETE does.
 _LIFT_ONE = delete(_TABLE).where(_TABLE.c.digest == bindparam("digest"))
 _LIFT_ONE_TEMPORARY = _LIFT_ONE.where(_TABLE.c.until.is_not(None))
+
+
+#: PostgreSQL: the entries of every digest in an array (``digests_of``), as one statement that
+#: a confirmation can carry as a CTE (``services.confirmation``).
+LIFT_ANY = delete(_TABLE).where(
+    _TABLE.c.digest == any_(bindparam("digests", type_=postgresql.ARRAY(String)))
+)
+
+
+def digests_of(canonical: str) -> list[str]:
+    """The digests ``canonical`` may be stored under, for ``LIFT_ANY``."""
+    return _digests(canonical)
 
 
 def lift(canonical: str, *, only_temporary: bool = False) -> int:

@@ -7,13 +7,14 @@ otherwise pay for it.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert
 
 from .. import addresses
 from ..mail.outbox import row_values
-from ..models import OutboxMessage
+from ..models import OutboxMessage, OutboxStatus
 
 _INSERT = insert(OutboxMessage.__table__)
 
@@ -42,3 +43,27 @@ def queue(
     values = row_values(template, to_address, language, to_name, context, category)
     connection.execute(_INSERT, {**values, "contact_id": contact_id})
     return str(values["message_id"])
+
+
+def complete_row(
+    template: str,
+    to_address: str,
+    language: str,
+    *,
+    to_name: str | None,
+    context: dict[str, Any],
+    contact_id: int | None,
+    category: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """Every column ``queue`` writes, the table's defaults included, for a statement to which
+    SQLAlchemy applies no Python defaults (one with CTEs, as a confirmation on PostgreSQL)."""
+    values = row_values(template, to_address, language, to_name, context, category)
+    values.update(
+        contact_id=contact_id,
+        status=OutboxStatus.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    return values
