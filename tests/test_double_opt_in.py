@@ -7,8 +7,10 @@ Address rows D1-D9 are in test_addresses.py.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import logging
+import re
 import threading
 from datetime import timedelta
 
@@ -323,6 +325,19 @@ def test_a7_double_click_confirms_once(app, client, smtp):
     confirmed = count(app, ConsentEvent, ConsentEvent.action == ConsentAction.CONFIRMED)
     assert confirmed == 1
     assert count(app, Subscription) == 1
+
+
+def test_the_confirmed_page_links_to_the_preference_page(app, client, smtp):
+    """Just confirmed, and confirmed before: both pages lead to the person's own preferences."""
+    link = pending(app, client, smtp)["confirm"]
+    csrf_token = hidden(client.get(link).get_data(as_text=True), "csrf_token")
+    for _click in range(2):
+        page = press(client, link, csrf_token).get_data(as_text=True)
+        manage = re.search(r'href="(/manage/[^"]+)"', page)
+        assert manage, "no link to the preference page"
+        preferences = client.get(html.unescape(manage.group(1)))
+        assert preferences.status_code == 200
+        assert "newsletter" in preferences.get_data(as_text=True)
 
 
 def test_a8_an_old_confirm_link_after_unsubscribing_does_not_resubscribe(app, client, smtp):

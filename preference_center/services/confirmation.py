@@ -71,6 +71,7 @@ class RequestContact:
     email_display: str
     language: str
     first_name: str | None
+    manage_version: int  # for the link to their preference page
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ _CONTACT_COLUMNS = (
     _CONTACT.c.email_display,
     _CONTACT.c.language,
     _CONTACT.c.first_name,
+    _CONTACT.c.manage_version,
 )
 
 #: The request and its person in one statement (the confirmation page, and a repeated click).
@@ -148,7 +150,13 @@ _READ = (
 
 def _contact(row: Row[Any]) -> RequestContact:
     return RequestContact(
-        row.id, row.public_id, row.email, row.email_display, row.language, row.first_name
+        row.id,
+        row.public_id,
+        row.email,
+        row.email_display,
+        row.language,
+        row.first_name,
+        row.manage_version,
     )
 
 

@@ -39,6 +39,7 @@ from ..models import (
     utcnow,
 )
 from . import audit, changes
+from .confirmation import RequestContact
 from .leaving import Leaver
 from .subscriptions import Client, address_of, lock_contact, record_event, scrub_ledger
 
@@ -98,7 +99,7 @@ def contact_for_link(payload: dict[str, Any]) -> LinkedContact:
     return LinkedContact(*row)
 
 
-def manage_payload(contact: Contact | LinkedContact | Leaver) -> dict[str, Any]:
+def manage_payload(contact: Contact | LinkedContact | Leaver | RequestContact) -> dict[str, Any]:
     """What a manage link carries: the contact's public id and its links' version."""
     return {"c": contact.public_id, "v": contact.manage_version}
 

@@ -20,7 +20,7 @@ from ..extensions import client_ip, csrf, limiter
 from ..forms import ButtonForm, ManageLinkForm, SignupForm, address_error
 from ..i18n import remember_subscriber_language, validated
 from ..models import RequestStatus
-from ..services import consent, subscriptions, system, topics
+from ..services import consent, preferences, subscriptions, system, topics
 
 bp = Blueprint("public", __name__)
 
@@ -266,6 +266,10 @@ def _state_page(result: subscriptions.ConfirmResult) -> Any:
                 topics=result.topics if result.newly_confirmed else current,
                 newly=result.newly_confirmed,
                 first_name=result.contact.first_name,
+                # Whoever holds the confirmation link holds the welcome email's link too.
+                manage_token=tokens.make(
+                    tokens.Purpose.MANAGE, preferences.manage_payload(result.contact)
+                ),
             )
         return render_template(
             "public/notice.html",

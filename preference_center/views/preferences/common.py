@@ -12,13 +12,15 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     make_response,
     render_template,
     request,
 )
-from flask_babel import format_date
+from flask_babel import format_date, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from markupsafe import Markup
 
 from ... import tokens
 from ...extensions import client_ip
@@ -163,7 +165,26 @@ def safe_next(target: str | None, fallback: str) -> str:
 
 def left_page(manage_token: str | None) -> str:
     return render_template(
-        "preferences/left.html",
-        reason_form=LeaveReasonForm(meta=NO_CSRF_FIELD),
-        manage_token=manage_token,
+        "preferences/left.html", reason_fields=reason_fields(), manage_token=manage_token
     )
+
+
+def reason_fields() -> Markup:
+    """The "why are you leaving?" fields, rendered once per language and application.
+
+    Every one-click unsubscribe shows them, and they are the same every time: nothing is
+    chosen yet, and the CSRF field is the page's own. Building the form and rendering its
+    lazily translated choices cost about a tenth of a one-click request.
+    """
+    rendered: dict[str, Markup] = current_app.extensions.setdefault("reason_fields", {})
+    language = str(get_locale())
+    fields = rendered.get(language)
+    if fields is None:
+        # render_template escaped every value it put in: the result is markup already.
+        fields = rendered[language] = Markup(  # noqa: S704
+            render_template(
+                "preferences/_reason_fields.html",
+                reason_form=LeaveReasonForm(meta=NO_CSRF_FIELD),
+            )
+        )
+    return fields
