@@ -286,3 +286,28 @@ def test_g13_an_address_suppressed_under_a_rotated_key_stays_suppressed(app):
     app.config.update(SUPPRESSION_KEY="new-key", SUPPRESSION_KEY_FALLBACKS=["old-key"])
     counts, _, _ = run(app, b"email\nerased@example.be\n")
     assert counts == {"suppressed": 1}
+
+
+def test_an_import_gives_the_frozen_objects_back_to_the_garbage_collector(app, monkeypatch):
+    """_older_objects_frozen freezes during the import only, and never undoes another freeze."""
+    import gc
+
+    frozen_during = []
+    real_write_chunk = imports.write_chunk
+
+    def write_chunk(run_, chunk):
+        frozen_during.append(gc.get_freeze_count())
+        return real_write_chunk(run_, chunk)
+
+    monkeypatch.setattr(imports, "write_chunk", write_chunk)
+    assert gc.get_freeze_count() == 0
+    counts, _, _ = run(app, b"email\njan@example.be\n")
+    assert counts == {"new": 1}
+    assert frozen_during and all(frozen_during)
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # someone else's freeze (a pre-fork hook) is left as it was
+    try:
+        run(app, b"email\nmarie@example.be\n")
+        assert gc.get_freeze_count() > 0  # not unfrozen (frozen objects freed meanwhile leave)
+    finally:
+        gc.unfreeze()
