@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql
 
 from .extensions import db
 from .models import Suppression, SuppressionReason, UTCDateTime, utcnow
+from .services.prepared import Prepared
 
 _TABLE = Suppression.__table__
 
@@ -130,8 +131,8 @@ _LIFT = delete(_TABLE).where(_TABLE.c.digest.in_(bindparam("digests", expanding=
 _LIFT_TEMPORARY = _LIFT.where(_TABLE.c.until.is_not(None))
 #: The same for the usual single key (no SECRET_KEY_FALLBACKS): an expanding IN is rendered
 #: anew for every execution, which cost twice what running this DELETE does.
-_LIFT_ONE = delete(_TABLE).where(_TABLE.c.digest == bindparam("digest"))
-_LIFT_ONE_TEMPORARY = _LIFT_ONE.where(_TABLE.c.until.is_not(None))
+_LIFT_ONE = Prepared(delete(_TABLE).where(_TABLE.c.digest == bindparam("digest")))
+_LIFT_ONE_TEMPORARY = Prepared(_LIFT_ONE.statement.where(_TABLE.c.until.is_not(None)))
 
 
 #: PostgreSQL: the entries of every digest in an array (``digests_of``), as one statement that
@@ -146,13 +147,14 @@ def digests_of(canonical: str) -> list[str]:
     return _digests(canonical)
 
 
-def lift(canonical: str, *, only_temporary: bool = False) -> int:
+def lift(canonical: str, *, only_temporary: bool = False) -> None:
     """Remove the entries of ``canonical``; only a fresh confirmation may call this for good."""
     digests = _digests(canonical)
     db.session.flush()  # an entry added in this transaction is removed too, as it always was
     connection = db.session.connection()
     if len(digests) == 1:
+        # Every confirmation runs this (on SQLite without SQLAlchemy's per-execution work).
         statement = _LIFT_ONE_TEMPORARY if only_temporary else _LIFT_ONE
-        return connection.execute(statement, {"digest": digests[0]}).rowcount or 0
-    statement = _LIFT_TEMPORARY if only_temporary else _LIFT
-    return connection.execute(statement, {"digests": digests}).rowcount or 0
+        statement.execute(connection, {"digest": digests[0]})
+    else:
+        connection.execute(_LIFT_TEMPORARY if only_temporary else _LIFT, {"digests": digests})

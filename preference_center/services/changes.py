@@ -30,6 +30,7 @@ from ..models import (
     SubscriptionStatus,
     utcnow,
 )
+from .prepared import Prepared
 
 #: Key of the PostgreSQL advisory lock that serialises the feed's writers (any constant).
 FEED_LOCK_KEY = 0x5059_4E43  # "SYNC"
@@ -112,7 +113,7 @@ def _queue(
 #: unsubscribe and saved preference page commits through here, and the ORM's bulk-insert path
 #: (which ``session.execute(insert(SubscriberChange), entries)`` takes) only adds work to the
 #: same INSERT … executemany.
-_INSERT_ENTRIES = insert(SubscriberChange.__table__)
+_INSERT_ENTRIES = Prepared(insert(SubscriberChange.__table__))
 _ENTRY_COLUMNS = ("kind", "subscriber_id", "topic_id", "occurred_at", "email")
 
 
@@ -152,7 +153,7 @@ def _write_pending(session: Session) -> None:
             entry["key"] = FEED_LOCK_KEY
         connection.execute(_LOCKED_INSERT_ENTRIES, entries)
     else:
-        connection.execute(_INSERT_ENTRIES, entries)
+        _INSERT_ENTRIES.execute(connection, entries)
 
 
 @event.listens_for(Session, "after_transaction_end")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Connection, Integer, Row, bindparam, cast, func, insert, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -37,6 +37,7 @@ from ..models import (
     utcnow,
 )
 from . import changes, leaving, outbox_rows
+from .prepared import Prepared
 from .topics import TopicLabel, select_labels
 
 if TYPE_CHECKING:  # annotations only: subscriptions.py imports this module
@@ -112,7 +113,7 @@ def topics_of(
         return []
     wanted = set(topic_ids)
     connection = connection or db.session.connection()
-    rows = connection.execute(_TOPICS, {"first_id": min(wanted), "last_id": max(wanted)})
+    rows = _PREPARED_TOPICS.execute(connection, {"first_id": min(wanted), "last_id": max(wanted)})
     found = (TopicLabel(*row) for row in rows)
     return sorted((t for t in found if t.id in wanted), key=lambda t: (t.position, t.id))
 
@@ -223,6 +224,25 @@ _RECORD_CONFIRMED = insert(_EVENT).values(
 )
 
 
+class _Confirmed(NamedTuple):
+    """The request as _MARK_CONFIRMED returns it."""
+
+    id: int
+    topic_ids: list[int]
+    language: str
+    first_name: str | None
+    channel: str
+    import_batch_id: int | None
+    consent_text_id: int | None
+
+
+#: On SQLite, without SQLAlchemy's per-execution work (prepared.py): this is its busiest write.
+_PREPARED_LOCK = Prepared(_LOCK_AND_UPDATE)
+_PREPARED_MARK = Prepared(_MARK_CONFIRMED)
+_PREPARED_TOPICS = Prepared(_TOPICS)
+_PREPARED_RECORD = Prepared(_RECORD_CONFIRMED)
+
+
 def _subscribe_statement(dialect: str, *, frequency: bool) -> Any:
     """Subscribe to a topic, or subscribe again: a row that exists is updated in place.
 
@@ -246,7 +266,7 @@ def _subscribe_statement(dialect: str, *, frequency: bool) -> Any:
 
 
 _SUBSCRIBE = {
-    (dialect, frequency): _subscribe_statement(dialect, frequency=frequency)
+    (dialect, frequency): Prepared(_subscribe_statement(dialect, frequency=frequency))
     for dialect in ("postgresql", "sqlite")
     for frequency in (False, True)
 }
@@ -275,25 +295,26 @@ def subscribe(
     if frequencies is not None:
         for row in rows:
             row["frequency"] = frequencies.get(row["topic_id"])
-    connection.execute(_SUBSCRIBE[dialect, frequencies is not None], rows)
+    _SUBSCRIBE[dialect, frequencies is not None].execute(connection, rows)
 
 
 def confirm(public_id: str, client: Client) -> ConfirmResult:
     """Turn a pending request into subscriptions, once; a repeat shows the state (A7, A8)."""
     # Core statements on the session's connection: the ORM's execute adds nothing here.
     connection = db.session.connection()
-    locked = connection.execute(_LOCK_AND_UPDATE, {"link_id": public_id}).one_or_none()
-    if locked is None:
+    locked = _PREPARED_LOCK.execute(connection, {"link_id": public_id})
+    if not locked:
         db.session.rollback()
         raise RequestNotFound(public_id)
-    contact = _contact(locked)
+    contact = RequestContact(*locked[0])
     now = utcnow()
     if leaving.uses_ctes(connection):
         return _confirm_postgresql(connection, public_id, contact, client, now)
-    request = connection.execute(_MARK_CONFIRMED, {"link_id": public_id, "now": now}).one_or_none()
-    if request is None:
+    confirmed = _PREPARED_MARK.execute(connection, {"link_id": public_id, "now": now})
+    if not confirmed:
         db.session.rollback()  # undo the changes to the person: there is nothing to confirm
         return _not_confirmed(public_id)
+    request = _Confirmed(*confirmed[0])
 
     chosen = topics_of(request.topic_ids, connection)
     if request.import_batch_id is not None:
@@ -327,15 +348,15 @@ def _subscribe(
     connection: Connection,
     contact: RequestContact,
     topics: list[TopicLabel],
-    request: Row[Any],
+    request: _Confirmed,
     client: Client,
     now: datetime,
 ) -> None:
     """The subscriptions, their ledger entries and their change-feed entries, one per topic."""
     subscribe(connection, contact.id, [topic.id for topic in topics], now)
     user_agent = client.ua()
-    connection.execute(
-        _RECORD_CONFIRMED,
+    _PREPARED_RECORD.execute(
+        connection,
         [
             {
                 "contact_id": contact.id,

@@ -9,14 +9,13 @@ entries are written in the same transaction as the change.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Connection,
     Insert,
-    Row,
     bindparam,
     exists,
     insert,
@@ -38,6 +37,7 @@ from ..models import (
     utcnow,
 )
 from . import changes
+from .prepared import Prepared
 
 if TYPE_CHECKING:  # annotations only: subscriptions.py imports this module
     from .subscriptions import Client
@@ -57,6 +57,20 @@ _LOCK_ANY = LOCK_CONTACT.returning(
 _LOCK = _LOCK_ANY.where(_CONTACT.c.id == bindparam("contact"))
 #: The same, for the contact a link names by its public id: finding and locking it are one.
 _LOCK_BY_LINK = _LOCK_ANY.where(_CONTACT.c.public_id == bindparam("link"))
+
+
+class _Locked(NamedTuple):
+    """The contact as the lock returns it (_LOCK_ANY)."""
+
+    id: int
+    public_id: str
+    language: str
+    manage_version: int
+
+
+#: On SQLite without SQLAlchemy's per-execution work (prepared.py): one-click is this busy.
+_PREPARED_LOCK = Prepared(_LOCK)
+_PREPARED_LOCK_BY_LINK = Prepared(_LOCK_BY_LINK)
 
 
 def uses_ctes(connection: Connection) -> bool:
@@ -112,6 +126,12 @@ _PREFERENCES_CHANGED = (
     .where(_CONTACT.c.id == bindparam("contact"))
     .values(prefs_version=_CONTACT.c.prefs_version + 1)
 )
+
+
+_PREPARED_LEAVE = Prepared(_LEAVE)
+_PREPARED_RECORD_WITHDRAWN = Prepared(_RECORD_WITHDRAWN)
+_PREPARED_CANCEL_PENDING = Prepared(_CANCEL_PENDING)
+_PREPARED_PREFERENCES_CHANGED = Prepared(_PREFERENCES_CHANGED)
 
 
 def ledger_rows(
@@ -209,26 +229,27 @@ def unsubscribe_all(
     Leaving everything also cancels every pending request, so an old confirmation link can
     never undo an unsubscribe (A8, F2). Repeating it changes nothing (B2: idempotent).
     """
-    contact = db.session.connection().execute(_LOCK, {"contact": contact_id}).one_or_none()
-    if contact is None:
+    locked = _PREPARED_LOCK.execute(db.session.connection(), {"contact": contact_id})
+    if not locked:
         db.session.rollback()
         return 0
-    return _leave(contact, channel, client, topic_ids)
+    return _leave(_Locked(*locked[0]), channel, client, topic_ids)
 
 
 def unsubscribe_by_link(
     public_id: str, *, channel: str, client: Client, topic_ids: list[int] | None = None
 ) -> Leaver | None:
     """``unsubscribe_all`` for the contact whose public id a link carries; None if it is gone."""
-    contact = db.session.connection().execute(_LOCK_BY_LINK, {"link": public_id}).one_or_none()
-    if contact is None:
+    locked = _PREPARED_LOCK_BY_LINK.execute(db.session.connection(), {"link": public_id})
+    if not locked:
         db.session.rollback()
         return None
+    contact = _Locked(*locked[0])
     left = _leave(contact, channel, client, topic_ids)
     return Leaver(contact.id, contact.public_id, contact.language, contact.manage_version, left)
 
 
-def _leave(contact: Row[Any], channel: str, client: Client, topic_ids: list[int] | None) -> int:
+def _leave(contact: _Locked, channel: str, client: Client, topic_ids: list[int] | None) -> int:
     """The writes of leaving, under the lock just taken: one UPDATE leaves the topics and says
     which, and their ledger and change-feed entries are one ``executemany`` each."""
     # Core statements on the session's connection: the ORM's execute adds nothing here.
@@ -237,13 +258,13 @@ def _leave(contact: Row[Any], channel: str, client: Client, topic_ids: list[int]
     if uses_ctes(connection):
         return _leave_in_one_statement(connection, contact, channel, client, topic_ids, params)
     if topic_ids is None:
-        left = connection.execute(_LEAVE, params).scalars().all()
+        left = [topic_id for (topic_id,) in _PREPARED_LEAVE.execute(connection, params)]
     else:
         left = connection.execute(LEAVE_TOPICS, {**params, "topics": topic_ids}).scalars().all()
     if left:
         user_agent = client.ua()
-        connection.execute(
-            _RECORD_WITHDRAWN,
+        _PREPARED_RECORD_WITHDRAWN.execute(
+            connection,
             [
                 {
                     "contact_id": contact.id,
@@ -258,16 +279,16 @@ def _leave(contact: Row[Any], channel: str, client: Client, topic_ids: list[int]
         )
         changes.record_topics(ChangeKind.UNSUBSCRIBED, contact.public_id, left)
     if topic_ids is None:
-        connection.execute(_CANCEL_PENDING, {"contact": contact.id})
+        _PREPARED_CANCEL_PENDING.execute(connection, {"contact": contact.id})
     if left:
-        connection.execute(_PREFERENCES_CHANGED, {"contact": contact.id})
+        _PREPARED_PREFERENCES_CHANGED.execute(connection, {"contact": contact.id})
     db.session.commit()
     return len(left)
 
 
 def _leave_in_one_statement(
     connection: Connection,
-    contact: Row[Any],
+    contact: _Locked,
     channel: str,
     client: Client,
     topic_ids: list[int] | None,

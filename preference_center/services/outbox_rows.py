@@ -15,8 +15,10 @@ from sqlalchemy import Connection, insert
 from .. import addresses
 from ..mail.outbox import row_values
 from ..models import OutboxMessage, OutboxStatus
+from .prepared import Prepared
 
-_INSERT = insert(OutboxMessage.__table__)
+#: On SQLite without SQLAlchemy's per-execution work (prepared.py): signup and confirmation.
+_INSERT = Prepared(insert(OutboxMessage.__table__))
 
 
 def ascii_address(canonical: str) -> str:
@@ -41,7 +43,7 @@ def queue(
     ``to_address`` is the ASCII form SMTP gets (``Address.ascii``, or ``ascii_address``).
     """
     values = row_values(template, to_address, language, to_name, context, category)
-    connection.execute(_INSERT, {**values, "contact_id": contact_id})
+    _INSERT.execute(connection, {**values, "contact_id": contact_id})
     return str(values["message_id"])
 
 

@@ -1,13 +1,13 @@
-"""The busiest writes on PostgreSQL, in data-modifying CTEs, write the rows the step-by-step
-statements write.
+"""The busiest writes take fast paths; each writes the rows the plain statements write.
 
 A confirmation and leaving (the one-click unsubscribe, "unsubscribe from everything") run as
-one or two statements with CTEs on PostgreSQL (``leaving.uses_ctes``) and as one statement
-per table elsewhere. Each test here does the same thing to two people on the same PostgreSQL
-database, one through each path, and compares every row either left in every table that
-either path writes, with only what must differ taken out (ids, public ids, addresses,
-Message-IDs, the moments themselves). A column that one path fills and the other does not,
-a missing ledger entry or a feed entry too many fails here.
+one or two statements with data-modifying CTEs on PostgreSQL (``leaving.uses_ctes``), and on
+SQLite as one statement per table without SQLAlchemy's per-execution work
+(``services.prepared``). Each test here does the same thing to two people on the same
+database, one with the fast path and one without, and compares every row either left in every
+table that either writes, with only what must differ taken out (ids, public ids, addresses,
+Message-IDs, the moments themselves). A column one path fills and the other does not, a
+missing ledger entry or a feed entry too many fails here.
 """
 
 from __future__ import annotations
@@ -30,13 +30,7 @@ from preference_center.models import (
     SuppressionReason,
     Topic,
 )
-from preference_center.services import leaving, subscriptions
-
-
-@pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest) -> str:
-    """PostgreSQL only: the CTEs are its path; SQLite runs the statements compared with."""
-    return request.param
+from preference_center.services import leaving, prepared, subscriptions
 
 
 @pytest.fixture
@@ -108,14 +102,15 @@ def _state(email: str) -> dict[str, Any]:
 def _both_ways(
     app: Any, monkeypatch: pytest.MonkeyPatch, act: Any, prepare: Any = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``act(email)`` for one person with the CTEs and for another without; both states."""
+    """``act(email)`` for one person on the fast path and for another without; both states."""
     states = []
-    for email, ctes in (("cte@example.org", True), ("steps@example.org", False)):
+    for email, fast in (("fast@example.org", True), ("plain@example.org", False)):
         if prepare is not None:
             prepare(email)
         with monkeypatch.context() as patch:
-            if not ctes:
+            if not fast:
                 patch.setattr(leaving, "uses_ctes", lambda connection: False)
+                patch.setattr(prepared, "ENABLED", False)
             with app.app_context():
                 act(email)
                 db.session.remove()
@@ -152,13 +147,13 @@ def test_a_confirmation_writes_the_same_rows_both_ways(app, monkeypatch):
         )
         assert outcome is subscriptions.Outcome.EMAILED
 
-    with_ctes, in_steps = _both_ways(app, monkeypatch, _confirm, prepare)
-    assert with_ctes == in_steps
-    assert not with_ctes["suppressed"]
-    assert len(with_ctes["subscriptions"]) == 2
-    assert [e["action"].value for e in with_ctes["ledger"]] == ["requested"] * 2 + ["confirmed"] * 2
-    assert with_ctes["contact"]["first_name"] == "Élise"
-    assert [m["template"] for m in with_ctes["outbox"]] == ["confirm", "welcome"]
+    fast, plain = _both_ways(app, monkeypatch, _confirm, prepare)
+    assert fast == plain
+    assert not fast["suppressed"]
+    assert len(fast["subscriptions"]) == 2
+    assert [e["action"].value for e in fast["ledger"]] == ["requested"] * 2 + ["confirmed"] * 2
+    assert fast["contact"]["first_name"] == "Élise"
+    assert [m["template"] for m in fast["outbox"]] == ["confirm", "welcome"]
 
 
 def test_a_confirmation_after_an_unsubscribe_updates_the_rows_in_place_both_ways(app, monkeypatch):
@@ -175,9 +170,9 @@ def test_a_confirmation_after_an_unsubscribe_updates_the_rows_in_place_both_ways
         outcome = request_directly(app, email, slugs=("newsletter", "events"))
         assert outcome is subscriptions.Outcome.EMAILED
 
-    with_ctes, in_steps = _both_ways(app, monkeypatch, _confirm, prepare)
-    assert with_ctes == in_steps
-    newsletter = with_ctes["subscriptions"][0]
+    fast, plain = _both_ways(app, monkeypatch, _confirm, prepare)
+    assert fast == plain
+    newsletter = fast["subscriptions"][0]
     assert (newsletter["status"].value, newsletter["version"]) == ("subscribed", 3)
     assert newsletter["unsubscribed_at"] is False
 
@@ -195,11 +190,11 @@ def test_a_confirmation_skips_a_topic_that_no_longer_exists_both_ways(app, monke
             request.topic_ids = [*request.topic_ids, 987_654]
             db.session.commit()
 
-    with_ctes, in_steps = _both_ways(app, monkeypatch, _confirm, prepare)
-    assert with_ctes == in_steps
+    fast, plain = _both_ways(app, monkeypatch, _confirm, prepare)
+    assert fast == plain
     with app.app_context():
         newsletter = db.session.scalar(select(Topic.id).where(Topic.slug == "newsletter"))
-    assert [s["topic_id"] for s in with_ctes["subscriptions"]] == [newsletter]
+    assert [s["topic_id"] for s in fast["subscriptions"]] == [newsletter]
 
 
 def _subscribed(app: Any, email: str) -> None:
@@ -223,12 +218,12 @@ def test_leaving_everything_writes_the_same_rows_both_ways(app, monkeypatch):
     def leave(email: str) -> None:
         assert subscriptions.unsubscribe_all(_contact_id(email), channel="web", client=CLIENT) == 2
 
-    with_ctes, in_steps = _both_ways(app, monkeypatch, leave, lambda e: _subscribed(app, e))
-    assert with_ctes == in_steps
-    assert {s["status"].value for s in with_ctes["subscriptions"]} == {"unsubscribed"}
-    assert [r["status"].value for r in with_ctes["requests"]] == ["confirmed", "cancelled"]
-    assert [e["action"].value for e in with_ctes["ledger"]][-2:] == ["withdrawn"] * 2
-    assert [f["kind"].value for f in with_ctes["feed"]][-2:] == ["unsubscribed"] * 2
+    fast, plain = _both_ways(app, monkeypatch, leave, lambda e: _subscribed(app, e))
+    assert fast == plain
+    assert {s["status"].value for s in fast["subscriptions"]} == {"unsubscribed"}
+    assert [r["status"].value for r in fast["requests"]] == ["confirmed", "cancelled"]
+    assert [e["action"].value for e in fast["ledger"]][-2:] == ["withdrawn"] * 2
+    assert [f["kind"].value for f in fast["feed"]][-2:] == ["unsubscribed"] * 2
 
 
 def test_leaving_one_topic_by_link_writes_the_same_rows_both_ways(app, monkeypatch):
@@ -243,13 +238,13 @@ def test_leaving_one_topic_by_link_writes_the_same_rows_both_ways(app, monkeypat
         )
         assert leaver is not None and leaver.topics_left == 1
 
-    with_ctes, in_steps = _both_ways(app, monkeypatch, leave, lambda e: _subscribed(app, e))
-    assert with_ctes == in_steps
-    assert [s["status"].value for s in with_ctes["subscriptions"]] == [
+    fast, plain = _both_ways(app, monkeypatch, leave, lambda e: _subscribed(app, e))
+    assert fast == plain
+    assert [s["status"].value for s in fast["subscriptions"]] == [
         "subscribed",
         "unsubscribed",
     ]
-    assert [r["status"].value for r in with_ctes["requests"]] == ["confirmed", "pending"]
+    assert [r["status"].value for r in fast["requests"]] == ["confirmed", "pending"]
 
 
 def test_leaving_again_changes_nothing_but_cancels_pending_requests_both_ways(app, monkeypatch):
@@ -266,7 +261,32 @@ def test_leaving_again_changes_nothing_but_cancels_pending_requests_both_ways(ap
     def leave(email: str) -> None:
         assert subscriptions.unsubscribe_all(_contact_id(email), channel="web", client=CLIENT) == 0
 
-    with_ctes, in_steps = _both_ways(app, monkeypatch, leave, prepare)
-    assert with_ctes == in_steps
-    assert with_ctes["requests"][-1]["status"].value == "cancelled"
-    assert [e["action"].value for e in with_ctes["ledger"]].count("withdrawn") == 2
+    fast, plain = _both_ways(app, monkeypatch, leave, prepare)
+    assert fast == plain
+    assert fast["requests"][-1]["status"].value == "cancelled"
+    assert [e["action"].value for e in fast["ledger"]].count("withdrawn") == 2
+
+
+def test_a_prepared_statement_fails_as_sqlalchemy_would(app):
+    """A constraint broken on the fast path raises SQLAlchemy's IntegrityError, and the
+    transaction rolls back as after any other failed statement."""
+    from sqlalchemy.exc import IntegrityError
+
+    from preference_center.services import outbox_rows
+
+    row = {
+        "message_id": "<same@prefs.example.be>",
+        "template": "test",
+        "category": "transactional",
+        "to_address": "someone@example.org",
+        "to_name": None,
+        "language": "nl",
+        "context": {},
+        "contact_id": None,
+    }
+    with app.app_context():
+        outbox_rows._INSERT.execute(db.session.connection(), row)
+        with pytest.raises(IntegrityError):
+            outbox_rows._INSERT.execute(db.session.connection(), row)
+        db.session.rollback()
+        assert db.session.scalar(select(OutboxMessage.id)) is None
