@@ -9,8 +9,9 @@ is free again, and a write transaction of the busiest pages lasts a few tenths o
 millisecond: two web workers writing at once spent more time asleep than writing (a fifth of
 the CPUs sat idle under load). So writers also queue on a file lock beside the database,
 ``<file>-writers`` (:class:`QueuedConnection`): a connection takes it before its first
-statement that writes and gives it back when its transaction ends, and a waiting writer looks
-again every 50 to 200 µs. The queue only orders writers that SQLite serialises anyway, and
+statement that writes and gives it back when its transaction ends. Threads of one process wait
+for one another on a lock of the process (woken at once); across processes, the writer next
+in line looks at the file lock again every 50 to 200 µs. The queue only orders writers that SQLite serialises anyway, and
 SQLite's lock stays the rule: a writer that waited ``SQLITE_BUSY_TIMEOUT`` for the queue goes
 on to SQLite's busy handler as before (and fails after a second timeout), a write the queue
 does not see (another program's) is handled by SQLite alone, and a process that dies lets go
@@ -22,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import threading
 import time
 from typing import Any
 
@@ -56,6 +58,7 @@ def _sqlite_pragmas(timeout: float) -> Any:
             if isinstance(dbapi_connection, QueuedConnection):
                 flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
                 dbapi_connection.queue_fd = os.open(f"{path}-writers", flags, 0o600)
+                dbapi_connection.queue_lock = _process_queue(path)
                 dbapi_connection.queue_timeout = timeout
         cursor.close()
 
@@ -90,6 +93,16 @@ def _writes(sql: str) -> bool:
     return not sql.lstrip()[:9].upper().startswith(_READS)
 
 
+_PROCESS_QUEUES: dict[str, threading.Lock] = {}
+_PROCESS_QUEUES_LOCK = threading.Lock()
+
+
+def _process_queue(path: str) -> threading.Lock:
+    """The lock the threads of this process queue on for ``path``, one per database file."""
+    with _PROCESS_QUEUES_LOCK:
+        return _PROCESS_QUEUES.setdefault(path, threading.Lock())
+
+
 class QueuedCursor(sqlite3.Cursor):
     """A cursor that joins its connection's writer queue before a statement that writes."""
 
@@ -114,6 +127,7 @@ class QueuedConnection(sqlite3.Connection):
     """A SQLite connection whose writers queue on ``<database>-writers`` (module docs)."""
 
     queue_fd: int | None = None  # set on connect, for a database in a file
+    queue_lock: threading.Lock  # this process's place in the queue (_process_queue)
     queue_timeout = 0.0
     in_queue = False
 
@@ -134,14 +148,20 @@ class QueuedConnection(sqlite3.Connection):
             self._leave_queue()
 
     def _join_queue(self, fd: int) -> None:
+        # Threads of one process wait on a lock of its own, woken the moment it is free; only
+        # the one holding it looks at the file lock, so waiting threads never poll (which
+        # would take the GIL from those working every few tens of microseconds).
         deadline = time.monotonic() + self.queue_timeout
+        if not self.queue_lock.acquire(timeout=self.queue_timeout):
+            return  # SQLite's own lock and busy timeout decide
         wait = _FIRST_WAIT
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    return  # SQLite's own lock and busy timeout decide
+                    self.queue_lock.release()
+                    return
                 time.sleep(wait)
                 wait = min(wait * 2, _LONGEST_WAIT)
             else:
@@ -150,8 +170,11 @@ class QueuedConnection(sqlite3.Connection):
 
     def _leave_queue(self) -> None:
         self.in_queue = False
-        if self.queue_fd is not None:
-            fcntl.flock(self.queue_fd, fcntl.LOCK_UN)
+        try:
+            if self.queue_fd is not None:
+                fcntl.flock(self.queue_fd, fcntl.LOCK_UN)
+        finally:
+            self.queue_lock.release()
 
     def commit(self) -> None:
         try:
@@ -171,6 +194,8 @@ class QueuedConnection(sqlite3.Connection):
         try:
             super().close()
         finally:
+            if self.in_queue:
+                self._leave_queue()
             if self.queue_fd is not None:
-                os.close(self.queue_fd)  # closing the file lets go of its lock too
-                self.queue_fd, self.in_queue = None, False
+                os.close(self.queue_fd)
+                self.queue_fd = None
