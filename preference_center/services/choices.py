@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, insert, select, update
 
@@ -30,6 +31,7 @@ from . import changes, topics
 from .confirmation import subscribe
 from .leaving import LEAVE_TOPICS, LOCK_CONTACT
 from .preferences import MAX_PAUSE, InvalidChoice, LinkedContact, LinkRevoked
+from .prepared import Prepared
 from .subscriptions import Client
 from .topics import TopicLabel
 
@@ -60,6 +62,8 @@ _TOPICS_WITH_SUBSCRIPTION = (
     .order_by(_TOPIC.c.position, _TOPIC.c.id)
 )
 _LABEL_COLUMNS = len(TopicLabel.__slots__)
+#: On SQLite without SQLAlchemy's per-execution work (prepared.py): every preference page.
+_PREPARED_TOPICS_WITH_SUBSCRIPTION = Prepared(_TOPICS_WITH_SUBSCRIPTION)
 
 
 def choices(contact: Contact | LinkedContact) -> list[TopicChoice]:
@@ -69,7 +73,9 @@ def choices(contact: Contact | LinkedContact) -> list[TopicChoice]:
 
 def _choices(contact_id: int) -> list[TopicChoice]:
     shown = []
-    rows = db.session.connection().execute(_TOPICS_WITH_SUBSCRIPTION, {"contact_id": contact_id})
+    rows = _PREPARED_TOPICS_WITH_SUBSCRIPTION.execute(
+        db.session.connection(), {"contact_id": contact_id}
+    )
     for row in rows:
         topic = TopicLabel(*row[:_LABEL_COLUMNS])
         subscription_id, status, frequency = row[_LABEL_COLUMNS:]
@@ -124,6 +130,23 @@ _SAVE_CONTACT = (
 _RECORD = insert(ConsentEvent.__table__).values(channel="preference-page")
 
 
+class _Locked(NamedTuple):
+    """The contact as _LOCK_FOR_SAVE returns it."""
+
+    public_id: str
+    language: str
+    first_name: str | None
+    paused_until: datetime | None
+    prefs_version: int
+
+
+_PREPARED_LOCK_FOR_SAVE = Prepared(_LOCK_FOR_SAVE)
+_PREPARED_CONSENT_TEXT = Prepared(_CONSENT_TEXT)
+_PREPARED_SAVE_CONTACT = Prepared(_SAVE_CONTACT)
+_PREPARED_RECORD = Prepared(_RECORD)
+_PREPARED_CHANGE_FREQUENCY = Prepared(_CHANGE_FREQUENCY)
+
+
 def update_preferences(
     contact_id: int,
     *,
@@ -143,18 +166,20 @@ def update_preferences(
     """
     # Core statements on the session's connection: the ORM's execute adds nothing here.
     connection = db.session.connection()
-    contact = connection.execute(_LOCK_FOR_SAVE, {"contact": contact_id}).one_or_none()
-    if contact is None:
+    locked = _PREPARED_LOCK_FOR_SAVE.execute(connection, {"contact": contact_id})
+    if not locked:
         db.session.rollback()
         raise LinkRevoked()
+    contact = _Locked(*locked[0])
     if contact.prefs_version != expected_version:
         db.session.rollback()
         raise ChangedElsewhere()
     if language not in SUPPORTED_LOCALES:
         raise InvalidChoice("language")
-    text = connection.execute(_CONSENT_TEXT, {"text": consent_text_id}).one_or_none()
-    if text is None:
+    texts = _PREPARED_CONSENT_TEXT.execute(connection, {"text": consent_text_id})
+    if not texts:
         raise InvalidChoice("consent text")
+    text_language, text_sha256 = texts[0]
     pause = _pause_moment(paused_until)
 
     offered = {choice.topic.slug: choice for choice in _choices(contact_id)}
@@ -199,8 +224,8 @@ def update_preferences(
     if left:
         connection.execute(LEAVE_TOPICS, {"contact": contact_id, "topics": left, "now": now})
     if refrequenced:
-        connection.execute(
-            _CHANGE_FREQUENCY,
+        _PREPARED_CHANGE_FREQUENCY.execute(
+            connection,
             [
                 {"contact": contact_id, "topic": topic_id, "new_frequency": frequency}
                 for topic_id, frequency in refrequenced.items()
@@ -208,8 +233,8 @@ def update_preferences(
         )
     # The person's fields are written as submitted (unchanged ones keep their value), and
     # prefs_version goes up, so a page shown before this save is stale (F3).
-    connection.execute(
-        _SAVE_CONTACT,
+    _PREPARED_SAVE_CONTACT.execute(
+        connection,
         {
             "contact": contact_id,
             "new_language": language,
@@ -218,8 +243,8 @@ def update_preferences(
         },
     )
     user_agent = client.ua()
-    connection.execute(
-        _RECORD,
+    _PREPARED_RECORD.execute(
+        connection,
         [
             {
                 "contact_id": contact_id,
@@ -227,9 +252,9 @@ def update_preferences(
                 "action": action,
                 "ip": client.ip,
                 "user_agent": user_agent,
-                "language": text.language,
+                "language": text_language,
                 "consent_text_id": consent_text_id,
-                "consent_text_sha256": text.sha256,
+                "consent_text_sha256": text_sha256,
             }
             for action, _kind, topic_id in entries
         ],

@@ -41,6 +41,7 @@ from ..models import (
 from . import audit, changes
 from .confirmation import RequestContact
 from .leaving import Leaver
+from .prepared import Prepared
 from .subscriptions import Client, address_of, lock_contact, record_event, scrub_ledger
 
 LEAVE_REASONS = ("too-many", "not-relevant", "never-signed-up", "other")
@@ -87,16 +88,19 @@ _LINKED_CONTACT = select(*(Contact.__table__.c[name] for name in LinkedContact._
 )
 
 
+#: On SQLite without SQLAlchemy's per-execution work (prepared.py): every preference page.
+_PREPARED_LINKED_CONTACT = Prepared(_LINKED_CONTACT)
+
+
 def contact_for_link(payload: dict[str, Any]) -> LinkedContact:
     """The contact a manage link is for, if the link is still valid."""
-    row = (
-        db.session.connection()
-        .execute(_LINKED_CONTACT, {"public_id": payload.get("c")})
-        .one_or_none()
+    rows = _PREPARED_LINKED_CONTACT.execute(
+        db.session.connection(), {"public_id": payload.get("c")}
     )
-    if row is None or row.manage_version != payload.get("v"):
+    contact = LinkedContact(*rows[0]) if rows else None
+    if contact is None or contact.manage_version != payload.get("v"):
         raise LinkRevoked()
-    return LinkedContact(*row)
+    return contact
 
 
 def manage_payload(contact: Contact | LinkedContact | Leaver | RequestContact) -> dict[str, Any]:
