@@ -290,3 +290,44 @@ def test_a_prepared_statement_fails_as_sqlalchemy_would(app):
             outbox_rows._INSERT.execute(db.session.connection(), row)
         db.session.rollback()
         assert db.session.scalar(select(OutboxMessage.id)) is None
+
+
+def test_saving_the_preference_page_writes_the_same_rows_both_ways(app, monkeypatch):
+    """A save that joins a topic at a frequency, leaves one, and changes name and language."""
+    from datetime import timedelta
+
+    from preference_center.models import utcnow
+    from preference_center.services import choices, consent, preferences
+
+    seed_topics(app)
+
+    def save(email: str) -> None:
+        contact = db.session.scalar(select(Contact).where(Contact.email == email))
+        link = preferences.contact_for_link(preferences.manage_payload(contact))
+        saved = choices.update_preferences(
+            link.id,
+            expected_version=link.prefs_version,
+            subscribed={"newsletter": None, "events": "monthly"},
+            language="fr",
+            first_name="  Anaïs ",
+            paused_until=(utcnow() + timedelta(days=30)).date(),
+            consent_text_id=consent.current("fr").id,
+            client=CLIENT,
+        )
+        assert (saved.language, saved.prefs_version) == ("fr", link.prefs_version + 1)
+
+    def prepare(email: str) -> None:
+        outcome = request_directly(app, email, slugs=("newsletter", "product-news"))
+        assert outcome is subscriptions.Outcome.EMAILED
+        with app.app_context():
+            _confirm(email)
+            db.session.remove()
+
+    fast, plain = _both_ways(app, monkeypatch, save, prepare)
+    assert fast == plain
+    assert fast["contact"]["first_name"] == "Anaïs"
+    assert [(s["status"].value, s["frequency"]) for s in fast["subscriptions"]] == [
+        ("subscribed", None),
+        ("subscribed", "monthly"),
+        ("unsubscribed", None),
+    ]
