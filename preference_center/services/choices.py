@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Integer, String, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql
 
 from ..config import SUPPORTED_LOCALES
 from ..extensions import db
@@ -27,9 +28,9 @@ from ..models import (
     UTCDateTime,
     utcnow,
 )
-from . import changes, topics
+from . import changes, leaving, topics
 from .confirmation import subscribe
-from .leaving import LEAVE_TOPICS, LOCK_CONTACT
+from .leaving import LEAVE_TOPICS, LOCK_CONTACT, uses_ctes
 from .preferences import MAX_PAUSE, InvalidChoice, LinkedContact, LinkRevoked
 from .prepared import Prepared
 from .subscriptions import Client
@@ -98,16 +99,19 @@ class SavedPreferences:
     prefs_version: int
 
 
-#: The lock of subscriptions.lock_contact, returning what the page may change.
+_TEXT = ConsentText.__table__
+#: The lock of subscriptions.lock_contact, returning what the page may change, and the consent
+#: text the page showed (its language and hash, None if there is no such text): one statement
+#: instead of two. A consent text never changes once published, so reading it in the lock's
+#: statement reads what a statement after it would.
 _LOCK_FOR_SAVE = LOCK_CONTACT.where(_CONTACT.c.id == bindparam("contact")).returning(
     _CONTACT.c.public_id,
     _CONTACT.c.language,
     _CONTACT.c.first_name,
     _CONTACT.c.paused_until,
     _CONTACT.c.prefs_version,
-)
-_CONSENT_TEXT = select(ConsentText.__table__.c.language, ConsentText.__table__.c.sha256).where(
-    ConsentText.__table__.c.id == bindparam("text")
+    select(_TEXT.c.language).where(_TEXT.c.id == bindparam("text")).scalar_subquery(),
+    select(_TEXT.c.sha256).where(_TEXT.c.id == bindparam("text")).scalar_subquery(),
 )
 _CHANGE_FREQUENCY = (
     update(_SUBSCRIPTION)
@@ -130,6 +134,39 @@ _SAVE_CONTACT = (
 _RECORD = insert(ConsentEvent.__table__).values(channel="preference-page")
 
 
+def _pg_save_and_record() -> Any:
+    """PostgreSQL: ``_SAVE_CONTACT`` and ``_RECORD`` as one statement, ``WITH saved AS (UPDATE
+    contact …) INSERT INTO consent_event … SELECT … FROM unnest(:topic_list, :action_list)``.
+
+    As with the confirmation's CTEs (confirmation.py): every value is given, and no parameter
+    is named after a column of ``contact``, which the CTE updates.
+    """
+    now = bindparam("now", type_=UTCDateTime())
+    saved = _SAVE_CONTACT.values(updated_at=now).cte("saved")
+    entries = (
+        func.unnest(
+            bindparam("topic_list", type_=postgresql.ARRAY(Integer)),
+            bindparam("action_list", type_=postgresql.ARRAY(String)),
+        )
+        .table_valued("topic_id", "action", with_ordinality="position")
+        .render_derived(name="entries")
+    )
+    text_id = bindparam("text", type_=Integer)
+    record = leaving.ledger_rows(
+        entries.c.topic_id,
+        entries.c.action,
+        now,
+        order_by=entries.c.position,
+        channel=bindparam("page_channel", "preference-page", String),
+        consent_text_id=text_id,
+        consent_text_sha256=bindparam("text_sha256", type_=String),
+    )
+    return record.add_cte(saved)
+
+
+_PG_SAVE_AND_RECORD = _pg_save_and_record()
+
+
 class _Locked(NamedTuple):
     """The contact as _LOCK_FOR_SAVE returns it."""
 
@@ -138,10 +175,11 @@ class _Locked(NamedTuple):
     first_name: str | None
     paused_until: datetime | None
     prefs_version: int
+    text_language: str | None
+    text_sha256: str | None
 
 
 _PREPARED_LOCK_FOR_SAVE = Prepared(_LOCK_FOR_SAVE)
-_PREPARED_CONSENT_TEXT = Prepared(_CONSENT_TEXT)
 _PREPARED_SAVE_CONTACT = Prepared(_SAVE_CONTACT)
 _PREPARED_RECORD = Prepared(_RECORD)
 _PREPARED_CHANGE_FREQUENCY = Prepared(_CHANGE_FREQUENCY)
@@ -166,7 +204,9 @@ def update_preferences(
     """
     # Core statements on the session's connection: the ORM's execute adds nothing here.
     connection = db.session.connection()
-    locked = _PREPARED_LOCK_FOR_SAVE.execute(connection, {"contact": contact_id})
+    locked = _PREPARED_LOCK_FOR_SAVE.execute(
+        connection, {"contact": contact_id, "text": consent_text_id}
+    )
     if not locked:
         db.session.rollback()
         raise LinkRevoked()
@@ -176,10 +216,8 @@ def update_preferences(
         raise ChangedElsewhere()
     if language not in SUPPORTED_LOCALES:
         raise InvalidChoice("language")
-    texts = _PREPARED_CONSENT_TEXT.execute(connection, {"text": consent_text_id})
-    if not texts:
+    if contact.text_language is None:
         raise InvalidChoice("consent text")
-    text_language, text_sha256 = texts[0]
     pause = _pause_moment(paused_until)
 
     offered = {choice.topic.slug: choice for choice in _choices(contact_id)}
@@ -233,32 +271,47 @@ def update_preferences(
         )
     # The person's fields are written as submitted (unchanged ones keep their value), and
     # prefs_version goes up, so a page shown before this save is stale (F3).
-    _PREPARED_SAVE_CONTACT.execute(
-        connection,
-        {
-            "contact": contact_id,
-            "new_language": language,
-            "new_first_name": first_name,
-            "new_paused_until": pause,
-        },
-    )
-    user_agent = client.ua()
-    _PREPARED_RECORD.execute(
-        connection,
-        [
+    saved = {
+        "contact": contact_id,
+        "new_language": language,
+        "new_first_name": first_name,
+        "new_paused_until": pause,
+    }
+    if uses_ctes(connection):
+        # One statement for both (_PG_SAVE_AND_RECORD); the ledger rows are the same.
+        connection.execute(
+            _PG_SAVE_AND_RECORD,
             {
-                "contact_id": contact_id,
-                "topic_id": topic_id,
-                "action": action,
-                "ip": client.ip,
-                "user_agent": user_agent,
-                "language": text_language,
-                "consent_text_id": consent_text_id,
-                "consent_text_sha256": text_sha256,
-            }
-            for action, _kind, topic_id in entries
-        ],
-    )
+                **saved,
+                "now": now,
+                "topic_list": [topic_id for _a, _k, topic_id in entries],
+                "action_list": [action.value for action, _k, _t in entries],
+                "event_ip": client.ip,
+                "event_user_agent": client.ua(),
+                "event_language": contact.text_language,
+                "text": consent_text_id,
+                "text_sha256": contact.text_sha256,
+            },
+        )
+    else:
+        _PREPARED_SAVE_CONTACT.execute(connection, saved)
+        user_agent = client.ua()
+        _PREPARED_RECORD.execute(
+            connection,
+            [
+                {
+                    "contact_id": contact_id,
+                    "topic_id": topic_id,
+                    "action": action,
+                    "ip": client.ip,
+                    "user_agent": user_agent,
+                    "language": contact.text_language,
+                    "consent_text_id": consent_text_id,
+                    "consent_text_sha256": contact.text_sha256,
+                }
+                for action, _kind, topic_id in entries
+            ],
+        )
     changes.record_entries(contact.public_id, [(kind, topic_id) for _a, kind, topic_id in entries])
     db.session.commit()
     return SavedPreferences(language, contact.prefs_version + 1)

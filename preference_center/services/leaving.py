@@ -135,19 +135,23 @@ _PREPARED_PREFERENCES_CHANGED = Prepared(_PREFERENCES_CHANGED)
 
 
 def ledger_rows(
-    topic_id: ColumnElement[int],
-    action: ConsentAction,
+    topic_id: ColumnElement[Any],
+    action: ConsentAction | ColumnElement[Any],
     now: BindParameter[Any],
+    order_by: ColumnElement[Any] | None = None,
     **more: ColumnElement[Any],
 ) -> Insert:
     """PostgreSQL: ``INSERT INTO consent_event … SELECT`` one entry per ``topic_id`` of the
-    FROM it is taken from (a CTE's RETURNING, an ``unnest``), for a CTE of a statement below
-    or in ``confirmation``; the person and the client come from ``event_*`` parameters and
-    ``more`` adds columns (the consent text, the request)."""
+    FROM it is taken from (a CTE's RETURNING, an ``unnest``), for a CTE of a statement here,
+    in ``confirmation`` or in ``choices``; the person and the client come from ``event_*``
+    parameters, the action is one for all or a column, and ``more`` adds or replaces columns
+    (the consent text, the request, the channel)."""
+    if isinstance(action, ConsentAction):
+        action = bindparam(f"{action.value}_action", action, _EVENT.c.action.type)
     columns: dict[str, ColumnElement[Any]] = {
         "contact_id": bindparam("contact", type_=_EVENT.c.contact_id.type),
         "topic_id": topic_id,
-        "action": bindparam(f"{action.value}_action", action, _EVENT.c.action.type),
+        "action": action,
         "occurred_at": now,
         "channel": bindparam("event_channel", type_=_EVENT.c.channel.type),
         "ip": bindparam("event_ip", type_=_EVENT.c.ip.type),
@@ -155,7 +159,10 @@ def ledger_rows(
         "language": bindparam("event_language", type_=_EVENT.c.language.type),
         **more,
     }
-    return insert(_EVENT).from_select(list(columns), select(*columns.values()))
+    rows = select(*columns.values())
+    if order_by is not None:  # ids in this order, as an executemany of the entries gives them
+        rows = rows.order_by(order_by)
+    return insert(_EVENT).from_select(list(columns), rows)
 
 
 def _leave_postgresql(*, everything: bool) -> Any:
