@@ -35,7 +35,7 @@ run: translations
 	@export FLASK_DEBUG=1 FLASK_SERVER_NAME=$${FLASK_SERVER_NAME:-127.0.0.1:$(PORT)} \
 	        FLASK_PREFERRED_URL_SCHEME=$${FLASK_PREFERRED_URL_SCHEME:-http} \
 	        FLASK_DEV_MAILBOX_PORT=$(DEV_MAIL_PORT); \
-	trap 'kill 0' INT TERM EXIT; \
+	trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
 	$(BIN)/flask devmail serve & \
 	$(BIN)/flask outbox work --poll-interval 1 & \
 	$(BIN)/flask run --port $(PORT)
