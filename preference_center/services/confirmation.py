@@ -412,32 +412,9 @@ def _welcome(contact: RequestContact, topic_ids: list[int]) -> dict[str, Any]:
 # applies no Python ``default`` inside a statement with CTEs, so every column is given.
 
 
-_PG_NOW = bindparam("now", type_=UTCDateTime())
-_REQUEST_STATUS = _REQUEST.c.status.type
-
 #: The request confirmed (if it is pending and in time) and returned with every topic it
 #: names that exists: one row per topic, or one row with NULL topic columns when none does.
-_PG_CONFIRMED = (
-    update(_REQUEST)
-    .where(
-        _REQUEST.c.public_id == bindparam("link_id"),
-        _REQUEST.c.status == bindparam("pending_status", RequestStatus.PENDING, _REQUEST_STATUS),
-        _REQUEST.c.expires_at > _PG_NOW,
-    )
-    .values(
-        status=bindparam("confirmed_status", RequestStatus.CONFIRMED, _REQUEST_STATUS),
-        confirmed_at=_PG_NOW,
-    )
-    .returning(
-        _REQUEST.c.id,
-        _REQUEST.c.topic_ids,
-        _REQUEST.c.language,
-        _REQUEST.c.channel,
-        _REQUEST.c.import_batch_id,
-        _REQUEST.c.consent_text_id,
-    )
-    .cte("confirmed")
-)
+_PG_CONFIRMED = _MARK_CONFIRMED.cte("confirmed")
 _TOPIC_TABLE = Topic.__table__
 _LABEL_COLUMNS = [_TOPIC_TABLE.c[name] for name in TopicLabel.__slots__]
 _PG_CONFIRM_AND_TOPICS = (
@@ -488,9 +465,9 @@ def _pg_confirm_writes() -> Any:
             bindparam(
                 "subscribed_status", SubscriptionStatus.SUBSCRIBED, _SUBSCRIPTION.c.status.type
             ),
-            _PG_NOW,
-            _PG_NOW,
-            _PG_NOW,
+            _NOW,
+            _NOW,
+            _NOW,
             null(),
             one,
         ),
@@ -510,7 +487,7 @@ def _pg_confirm_writes() -> Any:
     recorded = leaving.ledger_rows(
         _PG_CHOSEN.c.topic_id,
         ConsentAction.CONFIRMED,
-        _PG_NOW,
+        _NOW,
         consent_text_id=text_id,
         consent_text_sha256=select(_TEXT.c.sha256).where(_TEXT.c.id == text_id).scalar_subquery(),
         import_batch_id=bindparam("batch", type_=Integer),

@@ -185,42 +185,13 @@ def _leave_postgresql(*, everything: bool) -> Any:
     round trips to save): it runs the separate statements.
     """
     now = bindparam("now", type_=UTCDateTime())
-    status = _SUBSCRIPTION.c.status.type
-    leave = (
-        update(_SUBSCRIPTION)
-        .where(
-            _SUBSCRIPTION.c.contact_id == bindparam("contact"),
-            _SUBSCRIPTION.c.status != bindparam("left", SubscriptionStatus.UNSUBSCRIBED, status),
-        )
-        .values(
-            status=bindparam("left", SubscriptionStatus.UNSUBSCRIBED, status),
-            unsubscribed_at=now,
-            updated_at=now,
-            version=_SUBSCRIPTION.c.version + bindparam("one", 1),
-        )
-        .returning(_SUBSCRIPTION.c.topic_id)
-    )
-    if not everything:
-        leave = leave.where(_SUBSCRIPTION.c.topic_id.in_(bindparam("topics", expanding=True)))
-    left = leave.cte("left_topics")
+    # The statements of _leave, with the ``updated_at`` their columns' onupdate would give.
+    left = (_LEAVE if everything else LEAVE_TOPICS).values(updated_at=now).cte("left_topics")
     withdrawn = ledger_rows(left.c.topic_id, ConsentAction.WITHDRAWN, now)
-    changed = (
-        update(_CONTACT)
-        .where(_CONTACT.c.id == bindparam("contact"), exists(select(left.c.topic_id)))
-        .values(prefs_version=_CONTACT.c.prefs_version + bindparam("one", 1), updated_at=now)
-    )
+    changed = _PREFERENCES_CHANGED.values(updated_at=now).where(exists(select(left.c.topic_id)))
     statement = select(left.c.topic_id).add_cte(left, withdrawn.cte("withdrawn"))
     if everything:
-        request_status = _REQUEST.c.status.type
-        cancel = (
-            update(_REQUEST)
-            .where(
-                _REQUEST.c.contact_id == bindparam("contact"),
-                _REQUEST.c.status == bindparam("pending", RequestStatus.PENDING, request_status),
-            )
-            .values(status=bindparam("cancelled", RequestStatus.CANCELLED, request_status))
-        )
-        statement = statement.add_cte(cancel.cte("cancelled"))
+        statement = statement.add_cte(_CANCEL_PENDING.cte("cancelled"))
     return statement.add_cte(changed.cte("changed"))
 
 
