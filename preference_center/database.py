@@ -137,6 +137,9 @@ class QueuedConnection(sqlite3.Connection):
     def execute(self, sql: str, parameters: Any = (), /) -> Any:
         return self.cursor().execute(sql, parameters)
 
+    def executemany(self, sql: str, parameters: Any, /) -> Any:
+        return self.cursor().executemany(sql, parameters)
+
     def before(self, sql: str) -> None:
         fd = self.queue_fd
         if not self.in_queue and fd is not None and _writes(sql):
@@ -168,6 +171,10 @@ class QueuedConnection(sqlite3.Connection):
                 self.in_queue = True
                 return
 
+    def _transaction_over(self) -> None:
+        if self.in_queue:
+            self._leave_queue()
+
     def _leave_queue(self) -> None:
         self.in_queue = False
         try:
@@ -180,22 +187,19 @@ class QueuedConnection(sqlite3.Connection):
         try:
             super().commit()
         finally:
-            if self.in_queue:
-                self._leave_queue()
+            self._transaction_over()
 
     def rollback(self) -> None:
         try:
             super().rollback()
         finally:
-            if self.in_queue:
-                self._leave_queue()
+            self._transaction_over()
 
     def close(self) -> None:
         try:
             super().close()
         finally:
-            if self.in_queue:
-                self._leave_queue()
+            self._transaction_over()
             if self.queue_fd is not None:
                 os.close(self.queue_fd)
                 self.queue_fd = None

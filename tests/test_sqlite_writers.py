@@ -139,3 +139,17 @@ def test_f6_a_writer_held_up_past_the_timeout_fails_as_before_and_changes_nothin
         first.commit()
     with engine.connect() as connection:
         assert connection.execute(text("SELECT n FROM queued")).scalars().all() == [1]
+
+
+def test_f6_a_write_through_the_connection_s_own_shortcuts_queues_too(engine):
+    """``execute`` and ``executemany`` on the DBAPI connection itself go through the queue."""
+    with engine.connect() as connection:
+        raw = connection.connection.driver_connection
+        raw.executemany("INSERT INTO queued VALUES (?)", [(1,), (2,)])
+        assert queue_is_held(engine)
+        raw.commit()
+        assert not queue_is_held(engine)
+        raw.execute("INSERT INTO queued VALUES (3)")
+        assert queue_is_held(engine)
+        raw.rollback()
+        assert not queue_is_held(engine)
